@@ -1,0 +1,426 @@
+/*
+ * bprop.h - train multi-layer perceptrons by backpropagation on the CPU.
+ *
+ * The library has two tiers.
+ *
+ * Kernels (bp_sgemm, bp_dense_*, bp_activation_*, bp_loss_*, bp_sgd_*)
+ * work on buffers the caller owns, with explicit sizes. They keep no
+ * state between calls and are safe to call from any thread. Matrices are
+ * row-major. Buffer shapes are given in named dimensions:
+ *   B  rows in a batch          I  inputs of a layer
+ *   O  outputs of a layer       K  classes
+ *
+ * Objects live behind opaque handles with create/free pairs:
+ *
+ *   bp_layer_spec layers[] = {{64, BP_ACTIVATION_RELU},
+ *                             {10, BP_ACTIVATION_IDENTITY}};
+ *   bp_net *net;
+ *   bp_net_create(&net, 64, layers, 2, BP_LOSS_CROSS_ENTROPY);
+ *   bp_net_init(net, BP_INIT_AUTO, seed);
+ *   bp_sgd_config sgd = {0.05f, 0.9f, 0, 1e-4f};
+ *   for (epoch = 0; epoch < 20; epoch++)
+ *       bp_net_train_epoch(net, &sgd, x, NULL, labels, n, 32, 1, seed,
+ *                          epoch, &loss);
+ *   bp_workspace *ws;
+ *   bp_workspace_create(&ws, net, 256);
+ *   bp_net_predict(net, ws, out, x, n);
+ *   bp_workspace_free(ws);
+ *   bp_net_free(net);
+ *
+ * Every call that can fail returns a bp_status; bp_last_error() then says
+ * what went wrong. Nothing in the library exits or aborts on a caller's
+ * mistake.
+ */
+#ifndef BPROP_H
+#define BPROP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(BPROP_STATIC)
+#define BP_API
+#elif defined(_WIN32)
+#if defined(BPROP_BUILDING)
+#define BP_API __declspec(dllexport)
+#else
+#define BP_API __declspec(dllimport)
+#endif
+#else
+#define BP_API __attribute__((visibility("default")))
+#endif
+
+#define BPROP_VERSION_MAJOR 0
+#define BPROP_VERSION_MINOR 1
+#define BPROP_VERSION_PATCH 0
+
+/* The library's version as "MAJOR.MINOR.PATCH"; a static string. */
+BP_API const char *bp_version(void);
+
+/* ---------------------------------------------------------------------
+ * Errors
+ * ------------------------------------------------------------------- */
+
+typedef enum bp_status {
+    BP_STATUS_OK = 0,
+    BP_STATUS_INVALID_ARGUMENT = 1, /* a size, pointer or option is wrong */
+    BP_STATUS_OUT_OF_MEMORY = 2,    /* an allocation failed */
+    BP_STATUS_NOT_FINITE = 3,       /* a loss or value became NaN or inf */
+    BP_STATUS_UNSUPPORTED = 4,      /* e.g. a SIMD level this CPU lacks */
+    BP_STATUS_INTERNAL = 5          /* a bug in bprop */
+} bp_status;
+
+/*
+ * The message of the last failed call on this thread: it names the
+ * function, the argument and the value that was wrong. The string is
+ * owned by the library and stays valid until the next failing call on
+ * the same thread. Never NULL.
+ */
+BP_API const char *bp_last_error(void);
+
+/* A static name for a status, such as "invalid argument". */
+BP_API const char *bp_status_name(bp_status status);
+
+/* ---------------------------------------------------------------------
+ * Run-time configuration: SIMD level and threads
+ * ------------------------------------------------------------------- */
+
+typedef enum bp_simd {
+    BP_SIMD_GENERIC = 0, /* portable C, always available */
+    BP_SIMD_AVX2 = 1,    /* AVX2 with FMA */
+    BP_SIMD_AVX512 = 2   /* AVX-512 F */
+} bp_simd;
+
+/*
+ * The SIMD level the kernels use. It is chosen once, on first use, as
+ * the best level the CPU and OS support, lowered to the level named by
+ * the environment variable BPROP_SIMD (generic, avx2, avx512) if set.
+ */
+BP_API bp_simd bp_simd_level(void);
+
+/* The best level this CPU supports, ignoring BPROP_SIMD. */
+BP_API bp_simd bp_simd_best(void);
+
+/*
+ * Switches the kernels to `level`. Fails with BP_STATUS_UNSUPPORTED if
+ * the CPU lacks it. Not thread-safe: call it while no kernel runs.
+ */
+BP_API bp_status bp_simd_set(bp_simd level);
+
+/* A static name for a level: "generic", "avx2" or "avx512". */
+BP_API const char *bp_simd_name(bp_simd level);
+
+/* Threads used by the kernels (1 when built without OpenMP). */
+BP_API int bp_get_num_threads(void);
+
+/* Sets the thread count for later calls; n < 1 is an error. */
+BP_API bp_status bp_set_num_threads(int n);
+
+/* Nonzero when the library was built with OpenMP. */
+BP_API int bp_has_openmp(void);
+
+/* ---------------------------------------------------------------------
+ * Kernels: matrix multiply
+ * ------------------------------------------------------------------- */
+
+typedef enum bp_trans {
+    BP_TRANS_NO = 0, /* use the matrix as stored */
+    BP_TRANS_YES = 1 /* use its transpose */
+} bp_trans;
+
+/*
+ * C = alpha * op(A) @ op(B) + beta * C, all row-major.
+ *   c  M x N, leading dimension ldc >= N        (OUT, and IN if beta != 0)
+ *   a  op(A) is M x K; A is M x K (lda >= K) or, transposed, K x M
+ *      (lda >= M)                               (IN)
+ *   b  op(B) is K x N; B is K x N (ldb >= N) or, transposed, N x K
+ *      (ldb >= K)                               (IN)
+ * With beta == 0, C is not read (NaN in C does not propagate). Any of M,
+ * N, K may be 0. The result is bitwise identical for any thread count.
+ * Packing buffers are kept per thread and reused across calls.
+ */
+BP_API bp_status bp_sgemm(float *c, int64_t ldc, const float *a, int64_t lda,
+                          const float *b, int64_t ldb, bp_trans trans_a,
+                          bp_trans trans_b, float alpha, float beta, int64_t m,
+                          int64_t n, int64_t k);
+
+/* ---------------------------------------------------------------------
+ * Kernels: activations
+ * ------------------------------------------------------------------- */
+
+typedef enum bp_activation {
+    BP_ACTIVATION_IDENTITY = 0,
+    BP_ACTIVATION_RELU = 1,
+    BP_ACTIVATION_SIGMOID = 2,
+    BP_ACTIVATION_TANH = 3,
+    BP_ACTIVATION_SOFTMAX = 4 /* over each row; output layers only */
+} bp_activation;
+
+/* A static name for an activation ("relu", ...), or NULL if unknown. */
+BP_API const char *bp_activation_name(bp_activation act);
+
+/*
+ * y = act(x), element-wise or, for softmax, per row.
+ *   y  B x O  (OUT; may alias x)     x  B x O  (IN)
+ */
+BP_API bp_status bp_activation_forward(float *y, const float *x,
+                                       bp_activation act, int64_t rows,
+                                       int64_t cols);
+
+/*
+ * dx = dy * act'(x), written in terms of the forward output y.
+ *   dx B x O  (OUT; may alias dy)    dy B x O  (IN)
+ *   y  B x O  forward output (IN)
+ * For softmax this is the full Jacobian product per row:
+ * dx = y * (dy - sum(dy * y)).
+ */
+BP_API bp_status bp_activation_backward(float *dx, const float *dy,
+                                        const float *y, bp_activation act,
+                                        int64_t rows, int64_t cols);
+
+/* ---------------------------------------------------------------------
+ * Kernels: dense layer
+ * ------------------------------------------------------------------- */
+
+/*
+ * y = act(x @ w + b), with bias and element-wise activation applied
+ * while each output tile is still in registers.
+ *   y  B x O  (OUT)       x  B x I  (IN)
+ *   w  I x O  (IN)        b  O, or NULL for no bias  (IN)
+ */
+BP_API bp_status bp_dense_forward(float *y, const float *x, const float *w,
+                                  const float *b, bp_activation act,
+                                  int64_t batch, int64_t n_in, int64_t n_out);
+
+/*
+ * Backward pass of bp_dense_forward. Gradients are overwritten, not
+ * accumulated.
+ *   dx  B x I  (OUT; NULL to skip, as for a first layer)
+ *   dw  I x O  (OUT)      db  O  (OUT; NULL to skip)
+ *   dz  B x O  (OUT) scratch: the gradient before the activation; it
+ *              may alias dy, which is then overwritten
+ *   dy  B x O  (IN) gradient of the loss with respect to y
+ *   x   B x I  (IN)       w  I x O  (IN)
+ *   y   B x O  (IN) the forward output
+ */
+BP_API bp_status bp_dense_backward(float *dx, float *dw, float *db, float *dz,
+                                   const float *dy, const float *x,
+                                   const float *w, const float *y,
+                                   bp_activation act, int64_t batch,
+                                   int64_t n_in, int64_t n_out);
+
+/* ---------------------------------------------------------------------
+ * Kernels: losses
+ * ------------------------------------------------------------------- */
+
+typedef enum bp_loss {
+    BP_LOSS_MSE = 0,                 /* mean squared error */
+    BP_LOSS_CROSS_ENTROPY = 1,       /* softmax + cross-entropy, labels */
+    BP_LOSS_BINARY_CROSS_ENTROPY = 2 /* sigmoid + cross-entropy, 0/1 */
+} bp_loss;
+
+/* A static name for a loss ("mse", ...), or NULL if unknown. */
+BP_API const char *bp_loss_name(bp_loss loss);
+
+/*
+ * Mean squared error over all B x O elements: mean((p - t)^2).
+ *   loss  scalar (OUT; NULL to skip)
+ *   grad  B x O  d loss / d p (OUT; NULL to skip)
+ *   pred, target  B x O  (IN)
+ * Sums are accumulated in double.
+ */
+BP_API bp_status bp_loss_mse(double *loss, float *grad, const float *pred,
+                             const float *target, int64_t rows, int64_t cols);
+
+/*
+ * Softmax cross-entropy from logits, averaged over rows, computed with
+ * log-sum-exp so that any finite logits give a finite loss.
+ *   loss    scalar (OUT; NULL to skip)
+ *   grad    B x K  d loss / d logits = (softmax - onehot) / B
+ *           (OUT; NULL to skip)
+ *   logits  B x K  (IN)
+ *   labels  B, each in [0, K)  (IN)
+ */
+BP_API bp_status bp_loss_cross_entropy(double *loss, float *grad,
+                                       const float *logits,
+                                       const int32_t *labels, int64_t rows,
+                                       int64_t classes);
+
+/*
+ * Binary cross-entropy from logits (sigmoid fused), averaged over all
+ * B x O elements: max(z, 0) - z t + log(1 + exp(-|z|)).
+ *   loss    scalar (OUT; NULL to skip)
+ *   grad    B x O  (sigmoid(z) - t) / (B O)  (OUT; NULL to skip)
+ *   logits  B x O  (IN)      target  B x O in [0, 1]  (IN)
+ */
+BP_API bp_status bp_loss_binary_cross_entropy(double *loss, float *grad,
+                                              const float *logits,
+                                              const float *target,
+                                              int64_t rows, int64_t cols);
+
+/* ---------------------------------------------------------------------
+ * Kernels: optimizer
+ * ------------------------------------------------------------------- */
+
+/*
+ * Stochastic gradient descent. With g = grad + l2 * w:
+ *   momentum == 0:  w -= lr * g
+ *   otherwise:      v = momentum * v + g
+ *                   w -= lr * (nesterov ? g + momentum * v : v)
+ */
+typedef struct bp_sgd_config {
+    float lr;       /* learning rate, > 0 */
+    float momentum; /* in [0, 1) */
+    int nesterov;   /* nonzero for Nesterov momentum (needs momentum > 0) */
+    float l2;       /* L2 penalty on weights (not biases), >= 0 */
+} bp_sgd_config;
+
+/*
+ * One SGD step on n parameters.
+ *   w         n  (IN/OUT)
+ *   velocity  n  (IN/OUT; may be NULL when momentum == 0)
+ *   grad      n  (IN)
+ * `l2` overrides cfg->l2, so a caller can exempt biases.
+ */
+BP_API bp_status bp_sgd_update(float *w, float *velocity, const float *grad,
+                               const bp_sgd_config *cfg, float l2, int64_t n);
+
+/* ---------------------------------------------------------------------
+ * Networks
+ * ------------------------------------------------------------------- */
+
+/* One dense layer of a network. */
+typedef struct bp_layer_spec {
+    int64_t units;            /* outputs of the layer, >= 1 */
+    bp_activation activation; /* softmax only on the last layer */
+} bp_layer_spec;
+
+typedef enum bp_init {
+    BP_INIT_AUTO = 0,   /* He for relu layers, Glorot for the others */
+    BP_INIT_HE = 1,     /* uniform, limit sqrt(6 / fan_in) */
+    BP_INIT_GLOROT = 2  /* uniform, limit sqrt(6 / (fan_in + fan_out)) */
+} bp_init;
+
+typedef struct bp_net bp_net;
+typedef struct bp_workspace bp_workspace;
+
+/*
+ * Creates a network of dense layers. Parameters start at zero; call
+ * bp_net_init. The loss is fused with the output activation: with
+ * cross-entropy the last layer must be identity or softmax, with binary
+ * cross-entropy identity or sigmoid, and training works on the logits.
+ * On failure *out is set to NULL.
+ */
+BP_API bp_status bp_net_create(bp_net **out, int64_t n_inputs,
+                               const bp_layer_spec *layers, int n_layers,
+                               bp_loss loss);
+
+/* Frees a network; NULL is ignored. */
+BP_API void bp_net_free(bp_net *net);
+
+/* A new network with the same layers, parameters and optimizer state. */
+BP_API bp_status bp_net_clone(bp_net **out, const bp_net *net);
+
+/*
+ * Draws every weight from the seeded counter-based generator and sets
+ * biases and optimizer state to zero. The same seed gives the same
+ * weights on every platform and thread count.
+ */
+BP_API bp_status bp_net_init(bp_net *net, bp_init init, uint64_t seed);
+
+BP_API int64_t bp_net_n_inputs(const bp_net *net);
+BP_API int64_t bp_net_n_outputs(const bp_net *net);
+BP_API int bp_net_n_layers(const bp_net *net);
+BP_API bp_loss bp_net_loss(const bp_net *net);
+
+/* Layer `i`'s spec; fails on an index out of range. */
+BP_API bp_status bp_net_layer(const bp_net *net, int i, bp_layer_spec *spec);
+
+/*
+ * All parameters in one slab: for each layer its weights (I x O,
+ * row-major) then its biases (O). The pointer is owned by the network
+ * and valid until bp_net_free; write through it to set parameters.
+ */
+BP_API int64_t bp_net_n_params(const bp_net *net);
+BP_API float *bp_net_params(bp_net *net);
+BP_API const float *bp_net_params_const(const bp_net *net);
+
+/* Gradients of the last training step, laid out like the parameters. */
+BP_API const float *bp_net_grads(const bp_net *net);
+
+/* Momentum buffers, laid out like the parameters. */
+BP_API float *bp_net_velocity(bp_net *net);
+
+/* Offsets of layer i's weights and biases in the parameter slab. */
+BP_API bp_status bp_net_layer_offsets(const bp_net *net, int i,
+                                      int64_t *w_offset, int64_t *b_offset);
+
+/*
+ * Forward and backward pass on one batch, leaving gradients in the
+ * gradient slab without updating parameters.
+ *   x       B x I  (IN)
+ *   y       B x O float targets, for mse and binary cross-entropy (IN)
+ *   labels  B class indices, for cross-entropy (IN)
+ *   loss    the batch's mean loss, without the L2 term (OUT; may be NULL)
+ * Pass the target argument the loss needs and NULL for the other.
+ */
+BP_API bp_status bp_net_gradient(bp_net *net, const float *x, const float *y,
+                                 const int32_t *labels, int64_t batch,
+                                 double *loss);
+
+/* bp_net_gradient, then one SGD step. */
+BP_API bp_status bp_net_train_batch(bp_net *net, const bp_sgd_config *sgd,
+                                    const float *x, const float *y,
+                                    const int32_t *labels, int64_t batch,
+                                    double *loss);
+
+/*
+ * One pass over n samples in batches of batch_size (the last batch may
+ * be smaller), in an order shuffled from (seed, epoch) when shuffle is
+ * nonzero. *mean_loss is the sample-weighted mean of the batch losses.
+ * If a batch's loss is not finite the epoch stops before that batch's
+ * update with BP_STATUS_NOT_FINITE.
+ */
+BP_API bp_status bp_net_train_epoch(bp_net *net, const bp_sgd_config *sgd,
+                                    const float *x, const float *y,
+                                    const int32_t *labels, int64_t n,
+                                    int64_t batch_size, int shuffle,
+                                    uint64_t seed, uint64_t epoch,
+                                    double *mean_loss);
+
+/*
+ * Scratch for inference on up to `max_batch` rows at a time. A workspace
+ * belongs to one thread at a time; one network may serve many threads,
+ * each with its own workspace.
+ */
+BP_API bp_status bp_workspace_create(bp_workspace **out, const bp_net *net,
+                                     int64_t max_batch);
+BP_API void bp_workspace_free(bp_workspace *ws);
+
+/*
+ * Outputs for n rows, in chunks of the workspace's batch size.
+ *   out  n x O  (OUT) the output layer's activation; with a fused loss,
+ *        probabilities (softmax or sigmoid of the logits)
+ *   x    n x I  (IN)
+ * Reads the network only; thread-safe with distinct workspaces.
+ */
+BP_API bp_status bp_net_predict(const bp_net *net, bp_workspace *ws,
+                                float *out, const float *x, int64_t n);
+
+/*
+ * Mean loss over n rows without training (targets as in
+ * bp_net_gradient), accumulated in double.
+ */
+BP_API bp_status bp_net_evaluate(const bp_net *net, bp_workspace *ws,
+                                 const float *x, const float *y,
+                                 const int32_t *labels, int64_t n,
+                                 double *loss);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BPROP_H */
