@@ -1,0 +1,86 @@
+/*
+ * AVX-512 GEMM micro-kernel: a 12 x 32 tile held in 24 zmm accumulators,
+ * one broadcast of A against two vectors of B per row.
+ */
+#include "arch/dispatch.h"
+
+#include <immintrin.h>
+
+#define MR 12
+#define NR 32
+
+/* c_row = relu?(alpha * acc + beta * c_row + bias) for one 16-wide half. */
+static inline __m512 bp_epilogue16(__m512 acc, const float *c,
+                                   __m512 alpha, float beta,
+                                   const float *bias, int relu)
+{
+    __m512 v = _mm512_mul_ps(alpha, acc);
+
+    if (beta != 0.0f)
+        v = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_loadu_ps(c), v);
+    if (bias != NULL)
+        v = _mm512_add_ps(v, _mm512_loadu_ps(bias));
+    if (relu)
+        v = _mm512_max_ps(_mm512_setzero_ps(), v);
+    return v;
+}
+
+/*
+ *   c     MR x NR, leading dimension ldc
+ *   a     kc x MR packed     b  kc x NR packed     bias  NR or NULL
+ */
+static void bp_gemm_micro_avx512(float *c, int64_t ldc, const float *a,
+                                 const float *b, float alpha, float beta,
+                                 const float *bias, int relu, int64_t kc)
+{
+    __m512 acc[MR][2];
+
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++) {
+        acc[i][0] = _mm512_setzero_ps();
+        acc[i][1] = _mm512_setzero_ps();
+    }
+
+    /* C is needed only after the loop: start fetching it now. */
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++) {
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
+    }
+
+#pragma GCC unroll 4
+    for (int64_t p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_loadu_ps(b + p * NR);
+        __m512 b1 = _mm512_loadu_ps(b + p * NR + 16);
+
+#pragma GCC unroll 12
+        for (int i = 0; i < MR; i++) {
+            __m512 ai = _mm512_set1_ps(a[p * MR + i]);
+
+            acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+        }
+    }
+
+    __m512 va = _mm512_set1_ps(alpha);
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++) {
+        float *ci = c + i * ldc;
+
+        _mm512_storeu_ps(ci, bp_epilogue16(acc[i][0], ci, va, beta, bias,
+                                           relu));
+        _mm512_storeu_ps(ci + 16,
+                         bp_epilogue16(acc[i][1], ci + 16, va, beta,
+                                       bias ? bias + 16 : NULL, relu));
+    }
+}
+
+const bp_kernels bp_kernels_avx512 = {
+    .level = BP_SIMD_AVX512,
+    .gemm_mr = MR,
+    .gemm_nr = NR,
+    .gemm_kc = 256,
+    .gemm_mc = 144,
+    .gemm_nc = 4096,
+    .gemm_micro = bp_gemm_micro_avx512,
+};

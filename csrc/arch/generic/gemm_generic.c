@@ -1,0 +1,59 @@
+/*
+ * Portable GEMM micro-kernel: plain C11 with fixed loop bounds, which
+ * compilers keep in registers and vectorise for the baseline ISA (SSE2
+ * on x86-64, NEON on AArch64).
+ */
+#include "arch/dispatch.h"
+
+#define MR 4
+#define NR 8
+
+/*
+ *   c     MR x NR, leading dimension ldc
+ *   a     kc x MR packed     b  kc x NR packed     bias  NR or NULL
+ */
+static void bp_gemm_micro_generic(float *c, int64_t ldc, const float *a,
+                                  const float *b, float alpha, float beta,
+                                  const float *bias, int relu, int64_t kc)
+{
+    float acc[MR][NR] = {{0.0f}};
+
+    for (int64_t p = 0; p < kc; p++) {
+        const float *ap = a + p * MR;
+        const float *bp = b + p * NR;
+
+        for (int i = 0; i < MR; i++)
+            for (int j = 0; j < NR; j++)
+                acc[i][j] += ap[i] * bp[j];
+    }
+
+    for (int i = 0; i < MR; i++) {
+        float *ci = c + i * ldc;
+        float row[NR];
+
+        for (int j = 0; j < NR; j++)
+            row[j] = alpha * acc[i][j];
+        if (beta != 0.0f)
+            for (int j = 0; j < NR; j++)
+                row[j] += beta * ci[j];
+        if (bias != NULL)
+            for (int j = 0; j < NR; j++)
+                row[j] += bias[j];
+        /* Written so that NaN passes through, as max(0, x) does in SIMD. */
+        if (relu)
+            for (int j = 0; j < NR; j++)
+                row[j] = row[j] < 0.0f ? 0.0f : row[j];
+        for (int j = 0; j < NR; j++)
+            ci[j] = row[j];
+    }
+}
+
+const bp_kernels bp_kernels_generic = {
+    .level = BP_SIMD_GENERIC,
+    .gemm_mr = MR,
+    .gemm_nr = NR,
+    .gemm_kc = 256,
+    .gemm_mc = 128,
+    .gemm_nc = 4096,
+    .gemm_micro = bp_gemm_micro_generic,
+};

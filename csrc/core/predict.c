@@ -1,0 +1,165 @@
+/*
+ * Inference: workspaces, predictions and evaluation.
+ *
+ * Design decisions:
+ * - The network is only read, so threads may share it; all scratch is
+ *   in the caller's workspace: two max_batch x W buffers the layers
+ *   write in turn.
+ * - Rows are processed in chunks of the workspace's batch size, so any
+ *   n works with a small workspace.
+ */
+#include "core/net.h"
+
+#include "core/check.h"
+#include "core/memory.h"
+
+#include <stdlib.h>
+
+bp_status bp_workspace_create(bp_workspace **out, const bp_net *net,
+                              int64_t max_batch)
+{
+    static const char fn[] = "bp_workspace_create";
+
+    BP_REQUIRE_PTR(fn, out);
+    *out = NULL;
+    BP_REQUIRE_PTR(fn, net);
+    if (max_batch < 1)
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "%s: argument 'max_batch' is %lld; it must be >= 1",
+                       fn, (long long)max_batch);
+    BP_TRY(bp_check_shape(fn, "max_batch", max_batch, "units",
+                          net->max_units));
+
+    bp_workspace *ws = calloc(1, sizeof *ws);
+    size_t bytes = (size_t)(max_batch * net->max_units) * sizeof(float);
+
+    if (ws != NULL) {
+        ws->buf[0] = bp_malloc(bytes);
+        ws->buf[1] = bp_malloc(bytes);
+    }
+    if (ws == NULL || ws->buf[0] == NULL || ws->buf[1] == NULL) {
+        bp_workspace_free(ws);
+        return bp_fail(BP_STATUS_OUT_OF_MEMORY,
+                       "%s: cannot allocate a workspace of %lld rows", fn,
+                       (long long)max_batch);
+    }
+    ws->max_batch = max_batch;
+    ws->width = net->max_units;
+    *out = ws;
+    return BP_STATUS_OK;
+}
+
+void bp_workspace_free(bp_workspace *ws)
+{
+    if (ws == NULL)
+        return;
+    bp_free(ws->buf[0]);
+    bp_free(ws->buf[1]);
+    free(ws);
+}
+
+/* Checks what bp_net_predict and bp_net_evaluate share. */
+static bp_status bp_infer_check(const char *fn, const bp_net *net,
+                                const bp_workspace *ws, const float *x,
+                                int64_t n)
+{
+    BP_REQUIRE_PTR(fn, net);
+    BP_REQUIRE_PTR(fn, ws);
+    if (ws->width < net->max_units)
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "%s: the workspace holds layers of %lld units but "
+                       "the network has a layer of %lld; create the "
+                       "workspace for this network", fn,
+                       (long long)ws->width, (long long)net->max_units);
+    BP_TRY(bp_check_shape(fn, "n", n, "inputs", net->n_inputs));
+    BP_TRY(bp_check_shape(fn, "n", n, "outputs", bp_net_n_outputs(net)));
+    BP_REQUIRE_DATA(fn, x, n);
+    return BP_STATUS_OK;
+}
+
+/*
+ * The forward pass of `rows` <= max_batch rows. Returns the last layer's
+ * output (logits with a fused loss), in the workspace or, when `out` is
+ * not NULL, in `out`.
+ */
+static const float *bp_forward(const bp_net *net, bp_workspace *ws,
+                               float *out, const float *x, int64_t rows)
+{
+    const float *in = x;
+    int last = net->n_layers - 1;
+
+    for (int l = 0; l <= last; l++) {
+        float *y = l == last && out != NULL ? out : ws->buf[l % 2];
+
+        /* Arguments were checked by the caller; this cannot fail. */
+        (void)bp_dense_forward(y, in, net->params + net->w_offset[l],
+                               net->params + net->b_offset[l],
+                               bp_net_layer_act(net, l), rows,
+                               bp_net_layer_inputs(net, l),
+                               net->layers[l].units);
+        in = y;
+    }
+    return in;
+}
+
+bp_status bp_net_predict(const bp_net *net, bp_workspace *ws, float *out,
+                         const float *x, int64_t n)
+{
+    static const char fn[] = "bp_net_predict";
+
+    BP_TRY(bp_infer_check(fn, net, ws, x, n));
+    BP_REQUIRE_DATA(fn, out, n);
+
+    int64_t n_in = net->n_inputs, n_out = bp_net_n_outputs(net);
+    bp_activation link = BP_ACTIVATION_IDENTITY;
+
+    if (net->loss == BP_LOSS_CROSS_ENTROPY)
+        link = BP_ACTIVATION_SOFTMAX;
+    else if (net->loss == BP_LOSS_BINARY_CROSS_ENTROPY)
+        link = BP_ACTIVATION_SIGMOID;
+
+    for (int64_t start = 0; start < n; start += ws->max_batch) {
+        int64_t rows = n - start < ws->max_batch ? n - start : ws->max_batch;
+        float *o = out + start * n_out;
+
+        bp_forward(net, ws, o, x + start * n_in, rows);
+        if (link != BP_ACTIVATION_IDENTITY)
+            BP_TRY(bp_activation_forward(o, o, link, rows, n_out));
+    }
+    return BP_STATUS_OK;
+}
+
+bp_status bp_net_evaluate(const bp_net *net, bp_workspace *ws,
+                          const float *x, const float *y,
+                          const int32_t *labels, int64_t n, double *loss)
+{
+    static const char fn[] = "bp_net_evaluate";
+
+    BP_TRY(bp_infer_check(fn, net, ws, x, n));
+    BP_REQUIRE_PTR(fn, loss);
+    if (n < 1)
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "%s: argument 'n' is %lld; it must be >= 1", fn,
+                       (long long)n);
+    if (net->loss == BP_LOSS_CROSS_ENTROPY)
+        y = NULL;
+    else
+        labels = NULL;
+    BP_TRY(bp_net_check_targets(fn, net, y, labels, n));
+
+    int64_t n_in = net->n_inputs, n_out = bp_net_n_outputs(net);
+    double total = 0.0;
+
+    for (int64_t start = 0; start < n; start += ws->max_batch) {
+        int64_t rows = n - start < ws->max_batch ? n - start : ws->max_batch;
+        const float *z = bp_forward(net, ws, NULL, x + start * n_in, rows);
+        double part = 0.0;
+
+        BP_TRY(bp_net_loss_of(net, &part, NULL, z,
+                              y != NULL ? y + start * n_out : NULL,
+                              labels != NULL ? labels + start : NULL, rows));
+        total += part * (double)rows;
+    }
+    *loss = total / (double)n;
+    return BP_STATUS_OK;
+}

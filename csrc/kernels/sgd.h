@@ -1,0 +1,22 @@
+/* Internal helpers of the optimizer kernels shared with the network. */
+#ifndef BP_KERNELS_SGD_H
+#define BP_KERNELS_SGD_H
+
+#include "bprop.h"
+
+/*
+ * Checks an SGD configuration (lr > 0 and finite, momentum in [0, 1),
+ * nesterov only with momentum > 0, l2 >= 0 and finite); the message
+ * names `fn` and the field.
+ */
+bp_status bp_sgd_check(const char *fn, const bp_sgd_config *cfg);
+
+/*
+ * One SGD step with trusted arguments (see bp_sgd_update).
+ *   w, grad  n  (IN/OUT, IN)    velocity  n  (IN/OUT; unused without
+ *   momentum)
+ */
+void bp_sgd_step(float *w, float *velocity, const float *grad,
+                 const bp_sgd_config *cfg, float l2, int64_t n);
+
+#endif

@@ -1,0 +1,154 @@
+# Declarations only: a mirror of csrc/include/bprop.h, grouped as the header
+# is. Nothing here allocates or runs; see _core.pyx for the wrappers.
+from libc.stdint cimport int32_t, int64_t, uint64_t
+
+
+cdef extern from "bprop.h" nogil:
+    const char *bp_version()
+
+    # Errors
+    ctypedef enum bp_status:
+        BP_STATUS_OK
+        BP_STATUS_INVALID_ARGUMENT
+        BP_STATUS_OUT_OF_MEMORY
+        BP_STATUS_NOT_FINITE
+        BP_STATUS_UNSUPPORTED
+        BP_STATUS_INTERNAL
+
+    const char *bp_last_error()
+    const char *bp_status_name(bp_status status)
+
+    # Run-time configuration
+    ctypedef enum bp_simd:
+        BP_SIMD_GENERIC
+        BP_SIMD_AVX2
+        BP_SIMD_AVX512
+
+    bp_simd bp_simd_level()
+    bp_simd bp_simd_best()
+    bp_status bp_simd_set(bp_simd level)
+    const char *bp_simd_name(bp_simd level)
+    int bp_get_num_threads()
+    bp_status bp_set_num_threads(int n)
+    int bp_has_openmp()
+
+    # Kernels: matrix multiply
+    ctypedef enum bp_trans:
+        BP_TRANS_NO
+        BP_TRANS_YES
+
+    bp_status bp_sgemm(float *c, int64_t ldc, const float *a, int64_t lda,
+                       const float *b, int64_t ldb, bp_trans trans_a,
+                       bp_trans trans_b, float alpha, float beta, int64_t m,
+                       int64_t n, int64_t k)
+
+    # Kernels: activations
+    ctypedef enum bp_activation:
+        BP_ACTIVATION_IDENTITY
+        BP_ACTIVATION_RELU
+        BP_ACTIVATION_SIGMOID
+        BP_ACTIVATION_TANH
+        BP_ACTIVATION_SOFTMAX
+
+    const char *bp_activation_name(bp_activation act)
+    bp_status bp_activation_forward(float *y, const float *x,
+                                    bp_activation act, int64_t rows,
+                                    int64_t cols)
+    bp_status bp_activation_backward(float *dx, const float *dy,
+                                     const float *y, bp_activation act,
+                                     int64_t rows, int64_t cols)
+
+    # Kernels: dense layer
+    bp_status bp_dense_forward(float *y, const float *x, const float *w,
+                               const float *b, bp_activation act,
+                               int64_t batch, int64_t n_in, int64_t n_out)
+    bp_status bp_dense_backward(float *dx, float *dw, float *db, float *dz,
+                                const float *dy, const float *x,
+                                const float *w, const float *y,
+                                bp_activation act, int64_t batch,
+                                int64_t n_in, int64_t n_out)
+
+    # Kernels: losses
+    ctypedef enum bp_loss:
+        BP_LOSS_MSE
+        BP_LOSS_CROSS_ENTROPY
+        BP_LOSS_BINARY_CROSS_ENTROPY
+
+    const char *bp_loss_name(bp_loss loss)
+    bp_status bp_loss_mse(double *loss, float *grad, const float *pred,
+                          const float *target, int64_t rows, int64_t cols)
+    bp_status bp_loss_cross_entropy(double *loss, float *grad,
+                                    const float *logits,
+                                    const int32_t *labels, int64_t rows,
+                                    int64_t classes)
+    bp_status bp_loss_binary_cross_entropy(double *loss, float *grad,
+                                           const float *logits,
+                                           const float *target,
+                                           int64_t rows, int64_t cols)
+
+    # Kernels: optimizer
+    ctypedef struct bp_sgd_config:
+        float lr
+        float momentum
+        int nesterov
+        float l2
+
+    bp_status bp_sgd_update(float *w, float *velocity, const float *grad,
+                            const bp_sgd_config *cfg, float l2, int64_t n)
+
+    # Networks
+    ctypedef struct bp_layer_spec:
+        int64_t units
+        bp_activation activation
+
+    ctypedef enum bp_init:
+        BP_INIT_AUTO
+        BP_INIT_HE
+        BP_INIT_GLOROT
+
+    ctypedef struct bp_net:
+        pass
+
+    ctypedef struct bp_workspace:
+        pass
+
+    bp_status bp_net_create(bp_net **out, int64_t n_inputs,
+                            const bp_layer_spec *layers, int n_layers,
+                            bp_loss loss)
+    void bp_net_free(bp_net *net)
+    bp_status bp_net_clone(bp_net **out, const bp_net *net)
+    bp_status bp_net_init(bp_net *net, bp_init init, uint64_t seed)
+    int64_t bp_net_n_inputs(const bp_net *net)
+    int64_t bp_net_n_outputs(const bp_net *net)
+    int bp_net_n_layers(const bp_net *net)
+    bp_loss bp_net_loss(const bp_net *net)
+    bp_status bp_net_layer(const bp_net *net, int i, bp_layer_spec *spec)
+    int64_t bp_net_n_params(const bp_net *net)
+    float *bp_net_params(bp_net *net)
+    const float *bp_net_params_const(const bp_net *net)
+    const float *bp_net_grads(const bp_net *net)
+    float *bp_net_velocity(bp_net *net)
+    bp_status bp_net_layer_offsets(const bp_net *net, int i,
+                                   int64_t *w_offset, int64_t *b_offset)
+    bp_status bp_net_gradient(bp_net *net, const float *x, const float *y,
+                              const int32_t *labels, int64_t batch,
+                              double *loss)
+    bp_status bp_net_train_batch(bp_net *net, const bp_sgd_config *sgd,
+                                 const float *x, const float *y,
+                                 const int32_t *labels, int64_t batch,
+                                 double *loss)
+    bp_status bp_net_train_epoch(bp_net *net, const bp_sgd_config *sgd,
+                                 const float *x, const float *y,
+                                 const int32_t *labels, int64_t n,
+                                 int64_t batch_size, int shuffle,
+                                 uint64_t seed, uint64_t epoch,
+                                 double *mean_loss)
+    bp_status bp_workspace_create(bp_workspace **out, const bp_net *net,
+                                  int64_t max_batch)
+    void bp_workspace_free(bp_workspace *ws)
+    bp_status bp_net_predict(const bp_net *net, bp_workspace *ws,
+                             float *out, const float *x, int64_t n)
+    bp_status bp_net_evaluate(const bp_net *net, bp_workspace *ws,
+                              const float *x, const float *y,
+                              const int32_t *labels, int64_t n,
+                              double *loss)

@@ -1,0 +1,119 @@
+"""Input checks and conversions shared by the model, the kernels and the CLI.
+
+Every public entry point converts its arrays here, once: any numeric
+array-like becomes a C-contiguous float32 array (copied only when needed),
+and bad input raises ValueError naming the argument and the problem.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _numeric(value: Any, name: str) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype == object:
+        try:
+            array = array.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} must hold numbers only: {exc}") from None
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be numeric, got an array of dtype {array.dtype}")
+    return array
+
+
+def check_finite(array: np.ndarray, name: str) -> None:
+    """Raise ValueError if `array` holds NaN or infinity."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = np.argwhere(~np.isfinite(array))[0]
+        where = ", ".join(str(int(i)) for i in bad)
+        raise ValueError(
+            f"{name} contains NaN or infinity (first at index [{where}]); "
+            "remove or impute those values, or check that they fit in float32"
+        )
+
+
+def as_matrix(value: Any, name: str = "X", allow_empty: bool = False) -> np.ndarray:
+    """A C-contiguous 2-D float32 array of finite values."""
+    array = _numeric(value, name)
+    if array.ndim != 2:
+        hint = " (use reshape(-1, 1) for a single feature)" if array.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-D, got shape {array.shape}{hint}")
+    if not allow_empty and (array.shape[0] == 0 or array.shape[1] == 0):
+        raise ValueError(f"{name} is empty: shape {array.shape}")
+    result = np.ascontiguousarray(array, dtype=np.float32)
+    check_finite(result, name)
+    return result
+
+
+def as_vector(value: Any, name: str) -> np.ndarray:
+    """A C-contiguous 1-D float32 array of finite values."""
+    array = _numeric(value, name)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
+    result = np.ascontiguousarray(array, dtype=np.float32)
+    check_finite(result, name)
+    return result
+
+
+def as_labels(value: Any, n_classes: int, name: str = "y") -> np.ndarray:
+    """Class indices as C-contiguous int32, each in [0, n_classes)."""
+    array = _numeric(value, name)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise ValueError(
+            f"{name} must hold one class index per row, got shape {array.shape}"
+        )
+    if array.size == 0:
+        raise ValueError(f"{name} is empty")
+    check_finite(array, name)
+    if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
+        raise ValueError(f"{name} must hold whole class indices, got fractional values")
+    low, high = array.min(), array.max()
+    if low < 0 or high >= n_classes:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"{name} has label {bad:g} outside [0, {n_classes - 1}]: the output layer "
+            f"has {n_classes} units, one per class"
+        )
+    return np.ascontiguousarray(array, dtype=np.int32)
+
+
+def as_targets(value: Any, n_outputs: int, name: str = "y") -> np.ndarray:
+    """Targets as a C-contiguous (n, n_outputs) float32 array.
+
+    A 1-D target is accepted for a single output and never broadcast
+    against a 2-D prediction.
+    """
+    array = _numeric(value, name)
+    if array.ndim == 1:
+        array = array.reshape(-1, 1)
+    if array.ndim != 2 or array.shape[1] != n_outputs:
+        raise ValueError(
+            f"{name} has shape {np.shape(value)} but the model has {n_outputs} output(s); "
+            f"expected ({len(array)}, {n_outputs})" + (" or (n,)" if n_outputs == 1 else "")
+        )
+    if array.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    result = np.ascontiguousarray(array, dtype=np.float32)
+    check_finite(result, name)
+    return result
+
+
+def check_same_length(x: np.ndarray, y: np.ndarray, x_name: str = "X", y_name: str = "y") -> None:
+    if len(x) != len(y):
+        raise ValueError(
+            f"{x_name} and {y_name} have different numbers of rows: {len(x)} and {len(y)}"
+        )
+
+
+def check_positive_int(value: Any, name: str, allow_zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    low = 0 if allow_zero else 1
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)

@@ -1,0 +1,272 @@
+"""The ``bprop`` command line.
+
+``bprop train`` trains a network on a data set that ships with the package
+(digits by default) or on a CSV file, and reports its score on held-out
+rows. ``bprop info`` shows the version and the CPU path in use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from typing import Sequence
+
+import numpy as np
+
+from . import __version__, cpu_info, datasets, set_num_threads
+from .layers import ACTIVATIONS, Dense
+from .model import DivergenceError, Sequential
+from .optimizers import SGD
+
+# Integer targets with at most this many distinct values are classes.
+_MAX_CLASSES = 100
+
+
+def _hidden_sizes(text: str) -> list[int]:
+    if text.strip() in ("", "none", "0"):
+        return []
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--hidden must be comma-separated layer sizes such as 64,32, got {text!r}"
+        ) from None
+    if any(size < 1 for size in sizes):
+        raise argparse.ArgumentTypeError(f"--hidden sizes must be >= 1, got {text!r}")
+    return sizes
+
+
+def _positive(kind: type) -> object:
+    def parse(text: str) -> object:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bprop", description="Train neural networks by backpropagation."
+    )
+    parser.add_argument("--version", action="version", version=f"bprop {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train",
+        help="train a network and report its held-out score",
+        description="Train a multi-layer perceptron on a bundled data set or a CSV file, "
+        "holding out a test split, and print the test score.",
+    )
+    source = train.add_mutually_exclusive_group()
+    source.add_argument(
+        "--dataset",
+        choices=sorted(datasets.DATASETS),
+        default=None,
+        help="a bundled data set (default: digits)",
+    )
+    source.add_argument("--csv", metavar="FILE", help="a CSV file with a header row")
+    train.add_argument(
+        "--target",
+        metavar="COLUMN",
+        help="name or 0-based index of the target column of --csv (default: the last)",
+    )
+    train.add_argument(
+        "--task",
+        choices=("auto", "classification", "regression"),
+        default="auto",
+        help="auto: classification when the target holds few distinct integers",
+    )
+    train.add_argument(
+        "--hidden",
+        type=_hidden_sizes,
+        default=[64],
+        metavar="SIZES",
+        help="hidden layer sizes, comma-separated (default: 64)",
+    )
+    train.add_argument("--activation", choices=[a for a in ACTIVATIONS if a != "softmax"],
+                       default="relu", help="hidden activation (default: relu)")
+    train.add_argument("--epochs", type=int, default=30, help="passes over the data (30)")
+    train.add_argument("--batch-size", type=_positive(int), default=32,
+                       help="rows per gradient step; 1 is stochastic (default: 32)")
+    train.add_argument("--full-batch", action="store_true",
+                       help="one gradient step per epoch on the whole training set")
+    train.add_argument("--lr", type=_positive(float), default=0.05,
+                       help="learning rate (default: 0.05)")
+    train.add_argument("--momentum", type=float, default=0.9, help="momentum (default: 0.9)")
+    train.add_argument("--nesterov", action="store_true", help="use Nesterov momentum")
+    train.add_argument("--l2", type=float, default=0.0, help="L2 penalty (default: 0)")
+    train.add_argument("--test-size", type=float, default=0.2,
+                       help="fraction of rows held out for the test score (default: 0.2)")
+    train.add_argument("--seed", type=int, default=0, help="seed of everything random (0)")
+    train.add_argument("--threads", type=_positive(int), default=None,
+                       help="threads for the kernels (default: all)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    commands.add_parser("info", help="show the version and the CPU path in use")
+    return parser
+
+
+def _read_csv(path: str, target: str | None) -> tuple[np.ndarray, np.ndarray, str]:
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.reader(handle))
+    except OSError as exc:
+        raise SystemExit(f"bprop: cannot read {path}: {exc.strerror}") from None
+    rows = [row for row in rows if row]
+    if len(rows) < 2:
+        raise SystemExit(f"bprop: {path} needs a header row and at least one data row")
+    header, body = rows[0], rows[1:]
+    if target is None:
+        column = len(header) - 1
+    elif target in header:
+        column = header.index(target)
+    elif target.lstrip("-").isdigit() and -len(header) <= int(target) < len(header):
+        column = int(target) % len(header)
+    else:
+        raise SystemExit(f"bprop: --target {target!r} is not a column of {path}: {header}")
+    if len(header) < 2:
+        raise SystemExit(f"bprop: {path} needs at least one feature column and a target")
+    for number, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise SystemExit(
+                f"bprop: {path} line {number} has {len(row)} fields; the header has "
+                f"{len(header)}"
+            )
+    features = [i for i in range(len(header)) if i != column]
+    try:
+        x = np.array([[float(row[i]) for i in features] for row in body])
+    except ValueError as exc:
+        raise SystemExit(f"bprop: {path}: every feature must be a number ({exc})") from None
+    labels = np.array([row[column].strip() for row in body])
+    try:
+        y = labels.astype(np.float64)
+    except ValueError:
+        y = labels  # class names
+    return x, y, header[column]
+
+
+def _is_classification(y: np.ndarray, task: str) -> bool:
+    if task != "auto":
+        return task == "classification"
+    if y.dtype.kind not in "fiu":
+        return True
+    return bool(np.all(y == np.round(y)) and len(np.unique(y)) <= _MAX_CLASSES)
+
+
+def _split(n: int, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if not 0.0 < test_size < 1.0:
+        raise SystemExit(f"bprop: --test-size must be in (0, 1), got {test_size}")
+    n_test = int(round(n * test_size))
+    if n_test < 1 or n_test >= n:
+        raise SystemExit(f"bprop: --test-size {test_size} leaves no rows to train or test")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def _train(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    if args.epochs < 1:
+        raise SystemExit(f"bprop: --epochs must be >= 1, got {args.epochs}")
+    if args.csv is not None:
+        x, y, target_name = _read_csv(args.csv, args.target)
+        name = args.csv
+    else:
+        if args.target is not None:
+            raise SystemExit("bprop: --target only applies to --csv")
+        name = args.dataset or "digits"
+        x, y = datasets.load(name)
+        target_name = "target"
+    if not np.isfinite(x).all():
+        raise SystemExit(f"bprop: {name} has missing or infinite feature values")
+
+    classify = _is_classification(y, args.task)
+    classes = None
+    if classify:
+        classes, y = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise SystemExit(f"bprop: the target {target_name!r} has only one class")
+    else:
+        try:
+            y = y.astype(np.float64)
+        except ValueError:
+            raise SystemExit(f"bprop: regression needs a numeric target {target_name!r}") from None
+
+    train_rows, test_rows = _split(len(x), args.test_size, args.seed)
+    # Standardise with statistics of the training rows only.
+    mean, std = x[train_rows].mean(axis=0), x[train_rows].std(axis=0)
+    std[std == 0] = 1.0
+    x = (x - mean) / std
+    if not classify:
+        y_mean, y_std = y[train_rows].mean(), y[train_rows].std() or 1.0
+        y = (y - y_mean) / y_std
+
+    n_out = len(classes) if classify else 1
+    layers = [Dense(units, activation=args.activation) for units in args.hidden]
+    layers.append(Dense(n_out))
+    model = Sequential(layers, seed=args.seed)
+    optimizer = SGD(lr=args.lr, momentum=args.momentum, nesterov=args.nesterov, l2=args.l2)
+    task = f"{len(classes)}-class classification" if classify else "regression"
+    sizes = "-".join(str(s) for s in [x.shape[1], *args.hidden, n_out])
+    info = cpu_info()
+    print(
+        f"{name}: {len(x)} rows, {x.shape[1]} features, {task}; "
+        f"training {sizes} on {len(train_rows)} rows, testing on {len(test_rows)} "
+        f"[{info['simd']}, {info['threads']} thread(s)]"
+    )
+
+    start = time.perf_counter()
+    try:
+        history = model.fit(
+            x[train_rows], y[train_rows],
+            loss="cross_entropy" if classify else "mse",
+            optimizer=optimizer,
+            epochs=args.epochs,
+            batch_size=None if args.full_batch else args.batch_size,
+            seed=args.seed,
+            validation_data=(x[test_rows], y[test_rows]),
+            verbose=not args.quiet,
+        )
+    except DivergenceError as exc:
+        print(f"bprop: {exc}", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - start
+
+    metric = "val_accuracy" if classify else "val_r2"
+    score = history.history[metric][-1]
+    print(
+        f"epochs: {args.epochs} in {seconds:.2f} s ({1e3 * seconds / args.epochs:.1f} ms each); "
+        f"final training loss {history.history['loss'][-1]:.4f}"
+    )
+    if classify:
+        print(f"test accuracy: {100 * score:.2f}%")
+    else:
+        print(f"test R^2: {score:.4f}")
+    return 0
+
+
+def _info() -> int:
+    info = cpu_info()
+    print(f"bprop {__version__}")
+    print(f"SIMD: {info['simd']} (best on this CPU: {info['best']})")
+    print(f"threads: {info['threads']} (OpenMP: {'yes' if info['openmp'] else 'no'})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    if args.command == "train":
+        return _train(args)
+    return _info()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
