@@ -87,9 +87,10 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--hidden",
         type=_hidden_sizes,
-        default=[64],
+        default=None,
         metavar="SIZES",
-        help="hidden layer sizes, comma-separated (default: 64)",
+        help="hidden layer sizes, comma-separated (default: 64 for classification, "
+        "16 for regression)",
     )
     train.add_argument("--activation", choices=[a for a in ACTIVATIONS if a != "softmax"],
                        default="relu", help="hidden activation (default: relu)")
@@ -98,8 +99,9 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="rows per gradient step; 1 is stochastic (default: 32)")
     train.add_argument("--full-batch", action="store_true",
                        help="one gradient step per epoch on the whole training set")
-    train.add_argument("--lr", type=_positive(float), default=0.05,
-                       help="learning rate (default: 0.05)")
+    train.add_argument("--lr", type=_positive(float), default=None,
+                       help="learning rate (default: 0.05 for classification, 0.01 for "
+                       "regression)")
     train.add_argument("--momentum", type=float, default=0.9, help="momentum (default: 0.9)")
     train.add_argument("--nesterov", action="store_true", help="use Nesterov momentum")
     train.add_argument("--l2", type=float, default=0.0, help="L2 penalty (default: 0)")
@@ -210,6 +212,12 @@ def _train(args: argparse.Namespace) -> int:
         y = (y - y_mean) / y_std
 
     n_out = len(classes) if classify else 1
+    # Regression targets are noisier than class labels: a smaller, slower
+    # network overfits less.
+    if args.hidden is None:
+        args.hidden = [64] if classify else [16]
+    if args.lr is None:
+        args.lr = 0.05 if classify else 0.01
     layers = [Dense(units, activation=args.activation) for units in args.hidden]
     layers.append(Dense(n_out))
     model = Sequential(layers, seed=args.seed)
