@@ -159,7 +159,7 @@ bp_status bp_labels_check(const char *fn, const int32_t *labels,
     return BP_STATUS_OK;
 }
 
-/* Validates an element-wise loss's arguments (mse and binary CE). */
+/* Validates the arguments of mse. */
 static bp_status bp_loss_check(const char *fn, const float *pred,
                                const float *target, int64_t rows,
                                int64_t cols)
@@ -210,8 +210,12 @@ bp_status bp_loss_binary_cross_entropy(double *loss, float *grad,
                                        const float *target, int64_t rows,
                                        int64_t cols)
 {
-    BP_TRY(bp_loss_check("bp_loss_binary_cross_entropy", logits, target,
-                         rows, cols));
+    static const char fn[] = "bp_loss_binary_cross_entropy";
+
+    /* Checked here, not by bp_loss_check, so messages say 'logits'. */
+    BP_TRY(bp_check_shape(fn, "rows", rows, "cols", cols));
+    BP_REQUIRE_DATA(fn, logits, rows * cols);
+    BP_REQUIRE_DATA(fn, target, rows * cols);
 
     double count = (double)rows * cols;
     bp_loss_args a = {grad, logits, target, NULL, rows, cols,
