@@ -20,6 +20,16 @@
  */
 #define BP_FLOPS_PER_THREAD 4.0e6
 
+#if defined(_OPENMP)
+/*
+ * NOTE: OpenMP keeps its thread count per calling thread, so
+ * omp_set_num_threads alone would not reach kernels called from other
+ * threads. The count set by bp_set_num_threads is kept here for the
+ * whole process; 0 means "not set" and leaves OpenMP's default.
+ */
+static atomic_int bp_num_threads = 0;
+#endif
+
 #if defined(_OPENMP) && defined(BP_HAVE_PTHREAD)
 static atomic_int bp_fork_handler_registered = 0;
 
@@ -31,6 +41,7 @@ static atomic_int bp_fork_handler_registered = 0;
 static void bp_after_fork_in_child(void)
 {
     omp_set_num_threads(1);
+    atomic_store(&bp_num_threads, 1);
 }
 
 static void bp_register_fork_handler(void)
@@ -55,7 +66,9 @@ static void bp_register_fork_handler(void)
 int bp_get_num_threads(void)
 {
 #if defined(_OPENMP)
-    return omp_get_max_threads();
+    int n = atomic_load(&bp_num_threads);
+
+    return n > 0 ? n : omp_get_max_threads();
 #else
     return 1;
 #endif
@@ -70,6 +83,7 @@ bp_status bp_set_num_threads(int n)
 
     bp_register_fork_handler();
 #if defined(_OPENMP)
+    atomic_store(&bp_num_threads, n);
     omp_set_num_threads(n);
 #endif
     return BP_STATUS_OK;
@@ -91,7 +105,7 @@ int bp_threads_for(double flops)
     if (omp_in_parallel())
         return 1;
 
-    int max = omp_get_max_threads();
+    int max = bp_get_num_threads();
     double useful = flops / BP_FLOPS_PER_THREAD;
 
     if (useful < 2.0)

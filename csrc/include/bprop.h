@@ -113,10 +113,16 @@ BP_API bp_status bp_simd_set(bp_simd level);
 /* A static name for a level: "generic", "avx2" or "avx512". */
 BP_API const char *bp_simd_name(bp_simd level);
 
-/* Threads used by the kernels (1 when built without OpenMP). */
+/*
+ * Threads used by the kernels: the last count set by bp_set_num_threads,
+ * else OpenMP's default (1 when built without OpenMP).
+ */
 BP_API int bp_get_num_threads(void);
 
-/* Sets the thread count for later calls; n < 1 is an error. */
+/*
+ * Sets the thread count for later calls from any thread; n < 1 is an
+ * error.
+ */
 BP_API bp_status bp_set_num_threads(int n);
 
 /* Nonzero when the library was built with OpenMP. */

@@ -3,7 +3,8 @@
 Every function takes array-likes, checks their shapes, converts them once
 to C-contiguous float32 and calls the C library with the GIL released.
 Functions that produce arrays accept ``out=``: a C-contiguous float32
-array of the right shape that is written in place and returned.
+array of the right shape that is written in place and returned. An
+input that shares memory with ``out`` is copied first.
 
 Shapes follow the C library: a dense layer's weights ``w`` are
 ``(n_in, n_out)``, so ``dense_forward(x, w, b) == act(x @ w + b)``.
@@ -67,6 +68,15 @@ def _matrix(value: Any, name: str) -> np.ndarray:
     return as_matrix(value, name, allow_empty=True)
 
 
+def _apart_from(value: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """`value`, copied if it overlaps `out`.
+
+    The GEMM reads its inputs block by block while it writes `out`, so an
+    input sharing memory with `out` would be read after being overwritten.
+    """
+    return value.copy() if np.may_share_memory(value, out) else value
+
+
 def sgemm(
     a: Any,
     b: Any,
@@ -93,6 +103,7 @@ def sgemm(
     if beta != 0.0 and out is None:
         raise ValueError("beta != 0 reads out, so out must be given")
     c = _output(out, (m, n))
+    a, b = _apart_from(a, c), _apart_from(b, c)
     _core.sgemm(c, a, b, bool(trans_a), bool(trans_b), float(alpha), float(beta))
     return c
 
@@ -173,6 +184,9 @@ def dense_forward(
     batch, _, n_out = _dense_shapes(x, w)
     b = _bias(b, n_out)
     y = _output(out, (batch, n_out))
+    x, w = _apart_from(x, y), _apart_from(w, y)
+    if b is not None:
+        b = _apart_from(b, y)
     _core.dense_forward(y, x, w, b, code)
     return y
 
@@ -210,7 +224,8 @@ def dense_backward(
 
 
 def _targets_like(target: Any, pred: np.ndarray, name: str) -> np.ndarray:
-    target = _matrix(np.reshape(target, pred.shape) if np.ndim(target) == 1 else target, name)
+    # A 1-D target is one value per row, for a single output only.
+    target = _matrix(np.reshape(target, (-1, 1)) if np.ndim(target) == 1 else target, name)
     if target.shape != pred.shape:
         raise ValueError(f"{name} has shape {target.shape} but the prediction is {pred.shape}")
     return target
@@ -222,7 +237,8 @@ def _loss_grad(grad: bool, shape: tuple[int, ...]) -> np.ndarray | None:
 
 def mse(pred: Any, target: Any, grad: bool = False) -> float | tuple[float, np.ndarray]:
     """Mean squared error over all elements; with ``grad=True`` also
-    d(loss)/d(pred)."""
+    d(loss)/d(pred). ``target`` has the shape of ``pred``, or ``(n,)`` when
+    ``pred`` has one column."""
     pred = _matrix(pred, "pred")
     target = _targets_like(target, pred, "target")
     g = _loss_grad(grad, pred.shape)
