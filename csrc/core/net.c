@@ -105,8 +105,9 @@ static bp_status bp_net_layout(const char *fn, bp_net *net)
         int64_t in = bp_net_layer_inputs(net, i);
         int64_t out = net->layers[i].units;
 
-        if (in > (BP_MAX_FLOATS - at) / (out + 1) ||
-            out > BP_MAX_FLOATS - net->sum_units)
+        /* The width first: it bounds `out + 1` below INT64_MAX. */
+        if (out > BP_MAX_FLOATS - net->sum_units ||
+            in > (BP_MAX_FLOATS - at) / (out + 1))
             return bp_fail(BP_STATUS_INVALID_ARGUMENT,
                            "%s: the network is too large (layer %d is "
                            "%lld x %lld)", fn, i, (long long)in,

@@ -286,6 +286,10 @@ class Sequential:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, y_val)")
             x_val = self._check_x(validation_data[0], "X_val")
+            # An unbuilt model cannot catch this in _check_x, and the C core
+            # would read past the end of X_val.
+            if x_val.shape[1] != x.shape[1]:
+                raise ValueError(f"X_val has {x_val.shape[1]} features but X has {x.shape[1]}")
             y_val = self._check_y(validation_data[1], loss_obj, "y_val")
             check_same_length(x_val, y_val, "X_val", "y_val")
         elif validation_split:
@@ -333,18 +337,33 @@ class Sequential:
         batch = len(x) if batch_size is None else min(batch_size, len(x))
         shuffle_seed = self.seed if seed is None else seed
         snapshot = np.empty(net.n_params, dtype=np.float32)
+        velocity = np.empty(net.n_params, dtype=np.float32)
+        after = np.empty(net.n_params, dtype=np.float32)
 
         bar = tqdm(total=epochs, disable=not verbose, unit="epoch", desc="train")
         try:
             for epoch in range(epochs):
                 net.get_params(snapshot)
+                net.get_velocity(velocity)
                 try:
                     loss = net.train_epoch(
                         x, y_arg, label_arg, batch, shuffle, shuffle_seed,
                         self._epochs_done, opt.lr, opt.momentum, opt.nesterov, opt.l2,
                     )
+                    # NOTE: the C core checks only the loss, which stays finite when
+                    # saturated units hide infinite weights; the epoch has diverged
+                    # all the same.
+                    net.get_params(after)
+                    if not np.isfinite(after).all():
+                        raise DivergenceError("the weights became NaN or infinite")
+                    net.get_velocity(after)
+                    if not np.isfinite(after).all():
+                        raise DivergenceError("the momentum became NaN or infinite")
                 except DivergenceError as exc:
+                    # The momentum is restored too: a diverged one would wreck
+                    # the next fit() even at a smaller learning rate.
                     net.set_params(snapshot)
+                    net.set_velocity(velocity)
                     raise DivergenceError(
                         f"training diverged in epoch {epoch + 1}: {exc}. The weights were "
                         "restored to the end of the previous epoch. Try a smaller learning "
