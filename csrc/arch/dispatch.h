@@ -16,17 +16,21 @@
 #define BP_GEMM_KC_MAX 512
 
 /*
- * One register-blocked tile of C from packed panels:
+ * One register-blocked tile of C from a packed panel of A, for its first
+ * `rows` rows (1 to MR; the others are neither read nor written):
  *   C = alpha * A @ B + beta * C (+ bias), then relu if `relu` is nonzero.
+ * Every element is computed in the same order whatever `rows` is.
  *   a     MR x kc packed: for each p in [0, kc), MR values of column p
- *   b     kc x NR packed: for each p in [0, kc), NR values of row p
- *   c     MR x NR, leading dimension ldc (OUT; IN only if beta != 0)
+ *   b     kc x NR: for each p in [0, kc), NR values of row p at b + p * ldb
+ *         (ldb = NR for a packed panel; ldb >= NR reads B in place)
+ *   c     rows x NR, leading dimension ldc (OUT; IN only if beta != 0)
  *   bias  NR values added to every row (IN; NULL for none)
  * With beta == 0, C is not read. kc may be 0 (then A and B are unused).
  */
 typedef void (*bp_gemm_micro_fn)(float *c, int64_t ldc, const float *a,
-                                 const float *b, float alpha, float beta,
-                                 const float *bias, int relu, int64_t kc);
+                                 const float *b, int64_t ldb, float alpha,
+                                 float beta, const float *bias, int relu,
+                                 int64_t kc, int rows);
 
 typedef struct bp_kernels {
     bp_simd level;

@@ -117,6 +117,30 @@ int bp_threads_for(double flops)
 #endif
 }
 
+void bp_parallel_for(int threads, int64_t n, bp_range_fn fn, void *ctx)
+{
+    if (n <= 0)
+        return;
+#if defined(_OPENMP)
+    if (threads > 1 && n > 1) {
+#pragma omp parallel num_threads(threads)
+        {
+            int64_t parts = omp_get_num_threads(), t = omp_get_thread_num();
+            int64_t q = n / parts, r = n % parts;
+            int64_t begin = q * t + (t < r ? t : r);
+            int64_t end = begin + q + (t < r);
+
+            if (begin < end)
+                fn(ctx, begin, end);
+        }
+        return;
+    }
+#else
+    (void)threads;
+#endif
+    fn(ctx, 0, n);
+}
+
 int bp_thread_index(void)
 {
 #if defined(_OPENMP)

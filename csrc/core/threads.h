@@ -7,6 +7,7 @@
 #define BP_CORE_THREADS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /*
  * Threads worth using for `flops` floating-point operations: 1 for small
@@ -15,6 +16,19 @@
  * never how any output element is computed.
  */
 int bp_threads_for(double flops);
+
+/* Work on the indices [begin, end) of a parallel loop. */
+typedef void (*bp_range_fn)(void *ctx, int64_t begin, int64_t end);
+
+/*
+ * Runs fn over [0, n) split into `threads` contiguous near-equal ranges,
+ * one per thread. With threads <= 1 it calls fn(ctx, 0, n) directly:
+ * NOTE: an OpenMP region costs about a microsecond even when its `if`
+ * clause keeps it serial, which is as much as a small layer's whole
+ * forward pass. Callers must make every index's result independent of
+ * how [0, n) is split.
+ */
+void bp_parallel_for(int threads, int64_t n, bp_range_fn fn, void *ctx);
 
 /* This thread's index in the enclosing parallel region (0 outside). */
 int bp_thread_index(void);

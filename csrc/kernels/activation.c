@@ -154,6 +154,52 @@ static bp_status bp_activation_check(const char *fn, bp_activation act,
     return bp_check_shape(fn, "rows", rows, "cols", cols);
 }
 
+/* The buffers of one activation call, shared by its threads. */
+typedef struct bp_activation_args {
+    float *out;       /* y forward, dx backward: rows x cols */
+    const float *in;  /* x forward, dy backward: rows x cols */
+    const float *y;   /* backward only: the forward output */
+    bp_activation act;
+    int64_t cols;
+} bp_activation_args;
+
+static void bp_forward_rows(void *ctx, int64_t begin, int64_t end)
+{
+    const bp_activation_args *a = ctx;
+    int64_t cols = a->cols;
+
+    for (int64_t i = begin; i < end; i++) {
+        float *yi = a->out + i * cols;
+        const float *xi = a->in + i * cols;
+
+        if (a->act == BP_ACTIVATION_SOFTMAX) {
+            if (cols > 0)
+                bp_softmax_row(yi, xi, cols);
+            continue;
+        }
+        if (yi != xi)
+            memcpy(yi, xi, (size_t)cols * sizeof(float));
+        bp_activation_apply(yi, cols, a->act);
+    }
+}
+
+static void bp_backward_rows(void *ctx, int64_t begin, int64_t end)
+{
+    const bp_activation_args *a = ctx;
+    int64_t cols = a->cols;
+
+    for (int64_t i = begin; i < end; i++) {
+        int64_t at = i * cols;
+
+        if (a->act == BP_ACTIVATION_SOFTMAX)
+            bp_softmax_backward_row(a->out + at, a->in + at, a->y + at,
+                                    cols);
+        else
+            bp_activation_backward_span(a->out + at, a->in + at, a->y + at,
+                                        cols, a->act);
+    }
+}
+
 bp_status bp_activation_forward(float *y, const float *x, bp_activation act,
                                 int64_t rows, int64_t cols)
 {
@@ -163,23 +209,10 @@ bp_status bp_activation_forward(float *y, const float *x, bp_activation act,
     BP_REQUIRE_DATA(fn, y, rows * cols);
     BP_REQUIRE_DATA(fn, x, rows * cols);
 
+    bp_activation_args args = {.out = y, .in = x, .act = act, .cols = cols};
     int threads = bp_threads_for((double)rows * cols * BP_ACTIVATION_COST);
 
-#pragma omp parallel for num_threads(threads) if (threads > 1) \
-    schedule(static)
-    for (int64_t i = 0; i < rows; i++) {
-        float *yi = y + i * cols;
-        const float *xi = x + i * cols;
-
-        if (act == BP_ACTIVATION_SOFTMAX) {
-            if (cols > 0)
-                bp_softmax_row(yi, xi, cols);
-            continue;
-        }
-        if (yi != xi)
-            memcpy(yi, xi, (size_t)cols * sizeof(float));
-        bp_activation_apply(yi, cols, act);
-    }
+    bp_parallel_for(threads, rows, bp_forward_rows, &args);
     return BP_STATUS_OK;
 }
 
@@ -194,18 +227,10 @@ bp_status bp_activation_backward(float *dx, const float *dy, const float *y,
     BP_REQUIRE_DATA(fn, dy, rows * cols);
     BP_REQUIRE_DATA(fn, y, rows * cols);
 
+    bp_activation_args args = {.out = dx, .in = dy, .y = y, .act = act,
+                               .cols = cols};
     int threads = bp_threads_for((double)rows * cols * 4.0);
 
-#pragma omp parallel for num_threads(threads) if (threads > 1) \
-    schedule(static)
-    for (int64_t i = 0; i < rows; i++) {
-        int64_t at = i * cols;
-
-        if (act == BP_ACTIVATION_SOFTMAX)
-            bp_softmax_backward_row(dx + at, dy + at, y + at, cols);
-        else
-            bp_activation_backward_span(dx + at, dy + at, y + at, cols,
-                                        act);
-    }
+    bp_parallel_for(threads, rows, bp_backward_rows, &args);
     return BP_STATUS_OK;
 }

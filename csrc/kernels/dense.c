@@ -49,6 +49,35 @@ bp_status bp_dense_forward(float *y, const float *x, const float *w,
     return BP_STATUS_OK;
 }
 
+/* The buffers of one bias gradient, shared by its threads. */
+typedef struct bp_bias_args {
+    float *db;        /* O */
+    const float *dz;  /* B x O */
+    int64_t batch, n_out;
+} bp_bias_args;
+
+/* Column sums of dz for the column blocks [begin, end). */
+static void bp_bias_blocks(void *ctx, int64_t begin, int64_t end)
+{
+    const bp_bias_args *a = ctx;
+
+    for (int64_t k = begin; k < end; k++) {
+        double sum[BP_BIAS_BLOCK] = {0};
+        int64_t j0 = k * BP_BIAS_BLOCK;
+        int64_t cols = a->n_out - j0 < BP_BIAS_BLOCK ? a->n_out - j0
+                                                     : BP_BIAS_BLOCK;
+
+        for (int64_t i = 0; i < a->batch; i++) {
+            const float *row = a->dz + i * a->n_out + j0;
+
+            for (int64_t j = 0; j < cols; j++)
+                sum[j] += row[j];
+        }
+        for (int64_t j = 0; j < cols; j++)
+            a->db[j0 + j] = (float)sum[j];
+    }
+}
+
 /*
  * Column sums of dz.
  *   db  O  (OUT)      dz  B x O  (IN)
@@ -56,26 +85,11 @@ bp_status bp_dense_forward(float *y, const float *x, const float *w,
 static void bp_bias_grad(float *db, const float *dz, int64_t batch,
                          int64_t n_out)
 {
+    bp_bias_args args = {.db = db, .dz = dz, .batch = batch, .n_out = n_out};
     int64_t blocks = (n_out + BP_BIAS_BLOCK - 1) / BP_BIAS_BLOCK;
-    int threads = bp_threads_for((double)batch * n_out);
 
-#pragma omp parallel for num_threads(threads) if (threads > 1) \
-    schedule(static)
-    for (int64_t k = 0; k < blocks; k++) {
-        double sum[BP_BIAS_BLOCK] = {0};
-        int64_t j0 = k * BP_BIAS_BLOCK;
-        int64_t cols = n_out - j0 < BP_BIAS_BLOCK ? n_out - j0
-                                                  : BP_BIAS_BLOCK;
-
-        for (int64_t i = 0; i < batch; i++) {
-            const float *row = dz + i * n_out + j0;
-
-            for (int64_t j = 0; j < cols; j++)
-                sum[j] += row[j];
-        }
-        for (int64_t j = 0; j < cols; j++)
-            db[j0 + j] = (float)sum[j];
-    }
+    bp_parallel_for(bp_threads_for((double)batch * n_out), blocks,
+                    bp_bias_blocks, &args);
 }
 
 bp_status bp_dense_backward(float *dx, float *dw, float *db, float *dz,

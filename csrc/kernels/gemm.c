@@ -6,8 +6,13 @@
  *   all threads, sized for L3); depth in blocks of KC; rows in blocks of
  *   MC (packed A, one copy per thread, sized for L2); NR-wide panels of
  *   B; MR-high panels of A; then one micro-kernel call per MR x NR tile.
- * - Panels are zero-padded to whole tiles, so the micro-kernel always
- *   computes a full tile; an edge tile goes through a small buffer.
+ * - Panels are zero-padded to whole tiles. The micro-kernel computes 1
+ *   to MR rows of a tile, so a bottom-edge tile (or a GEMM of a single
+ *   row) costs what its rows cost; a right-edge tile goes through a
+ *   small buffer.
+ * - With few rows (inference on a handful of samples), whole panels of
+ *   an untransposed B are read in place instead of packed. The kernel
+ *   sees the same values in the same order, so results do not change.
  * - Threads split (row block x group of NR panels) units. The depth
  *   blocks depend on K and the ISA only, and every tile is computed by one
  *   kernel call per depth block, in order, so the result is bitwise the
@@ -28,6 +33,9 @@
 
 /* Float counts are rounded to cache lines so per-thread blocks never share. */
 #define BP_FLOATS_PER_LINE 16
+
+/* Up to this many rows of C, whole panels of B are not packed. */
+#define BP_GEMM_DIRECT_ROWS 48
 
 static int64_t bp_min64(int64_t x, int64_t y)
 {
@@ -114,20 +122,22 @@ static void bp_pack_b_panel(float *dst, const float *b, int64_t ldb,
  * One tile of C from packed panels, then the activations that are not
  * done in registers.
  *   c     rows x cols, leading dimension ldc, rows <= mr, cols <= nr
- *   ap    kb x mr packed      bp  kb x nr packed
+ *   ap    kb x mr packed      bp  kb x nr, rows ldb apart
  *   bias  cols values, or NULL
  */
 static void bp_gemm_tile(const bp_kernels *kt, float *c, int64_t ldc,
-                         const float *ap, const float *bp, float alpha,
-                         float beta, const float *bias, bp_activation act,
-                         int64_t rows, int64_t cols, int64_t kb)
+                         const float *ap, const float *bp, int64_t ldb,
+                         float alpha, float beta, const float *bias,
+                         bp_activation act, int64_t rows, int64_t cols,
+                         int64_t kb)
 {
     int relu = act == BP_ACTIVATION_RELU;
 
-    if (rows == kt->gemm_mr && cols == kt->gemm_nr) {
-        kt->gemm_micro(c, ldc, ap, bp, alpha, beta, bias, relu, kb);
+    if (cols == kt->gemm_nr) {
+        kt->gemm_micro(c, ldc, ap, bp, ldb, alpha, beta, bias, relu, kb,
+                       (int)rows);
     } else {
-        /* An edge tile: the same kernel on a full-size copy of it. */
+        /* A right-edge tile: the same kernel on a full-width copy of it. */
         _Alignas(64) float tile[BP_GEMM_MR_MAX * BP_GEMM_NR_MAX];
         _Alignas(64) float tile_bias[BP_GEMM_NR_MAX] = {0.0f};
         int64_t nr = kt->gemm_nr;
@@ -140,8 +150,8 @@ static void bp_gemm_tile(const bp_kernels *kt, float *c, int64_t ldc,
         if (bias != NULL)
             memcpy(tile_bias, bias, cols * sizeof(float));
 
-        kt->gemm_micro(tile, nr, ap, bp, alpha, beta,
-                       bias != NULL ? tile_bias : NULL, relu, kb);
+        kt->gemm_micro(tile, nr, ap, bp, ldb, alpha, beta,
+                       bias != NULL ? tile_bias : NULL, relu, kb, (int)rows);
         for (int64_t i = 0; i < rows; i++)
             memcpy(c + i * ldc, tile + i * nr, cols * sizeof(float));
     }
@@ -190,6 +200,7 @@ typedef struct bp_gemm_plan {
     bp_activation act;
     int64_t m, n, k;
     int64_t kc, mc, nc; /* block sizes for this call */
+    int b_direct;       /* whole panels of B are read in place */
     int threads;
     float *b_pack;      /* kc x nc, shared */
     float *a_pack;      /* threads blocks of mc x kc */
@@ -210,13 +221,16 @@ static void bp_gemm_unit(const bp_gemm_plan *g, const float *a_pack,
     for (int64_t jp = jp0; jp < jp1; jp++) {
         int64_t j = jc + jp * nr;
         int64_t cols = bp_min64(nr, nb - jp * nr);
-        const float *bp = g->b_pack + jp * nr * kb;
+        int direct = g->b_direct && cols == nr;
+        const float *bp = direct ? g->b + pc * g->ldb + j
+                                 : g->b_pack + jp * nr * kb;
+        int64_t ldb = direct ? g->ldb : nr;
         const float *bias = last && g->bias != NULL ? g->bias + j : NULL;
 
         for (int64_t ir = 0; ir < mb; ir += mr)
             bp_gemm_tile(kt, g->c + (ic + ir) * g->ldc + j, g->ldc,
-                         a_pack + ir * kb, bp, g->alpha, beta, bias, act,
-                         bp_min64(mr, mb - ir), cols, kb);
+                         a_pack + ir * kb, bp, ldb, g->alpha, beta, bias,
+                         act, bp_min64(mr, mb - ir), cols, kb);
     }
 }
 
@@ -244,10 +258,14 @@ static void bp_gemm_run(const bp_gemm_plan *g)
             int64_t packed_ic = -1;
 
 #pragma omp for schedule(static)
-            for (int64_t jp = 0; jp < panels; jp++)
-                bp_pack_b_panel(g->b_pack + jp * nr * kb, g->b, g->ldb,
-                                g->tb, pc, kb, jc + jp * nr,
-                                bp_min64(nr, nb - jp * nr), (int)nr);
+            for (int64_t jp = 0; jp < panels; jp++) {
+                int64_t cols = bp_min64(nr, nb - jp * nr);
+
+                if (!g->b_direct || cols < nr)
+                    bp_pack_b_panel(g->b_pack + jp * nr * kb, g->b, g->ldb,
+                                    g->tb, pc, kb, jc + jp * nr, cols,
+                                    (int)nr);
+            }
 
             /* Units are ordered by row block, so a thread's static share
                reuses its packed A block. */
@@ -283,6 +301,7 @@ static void bp_gemm_run_on_stack(const bp_gemm_plan *g)
     bp_gemm_plan one = *g;
 
     one.b_pack = b_panel;
+    one.b_direct = 0;
     for (int64_t j = 0; j < g->n; j += nr) {
         int64_t cols = bp_min64(nr, g->n - j);
 
@@ -329,6 +348,9 @@ void bp_gemm_fused(float *c, int64_t ldc, const float *a, int64_t lda,
     int64_t m_blocks = (m + kt->gemm_mc - 1) / kt->gemm_mc;
     g.mc = bp_round_up((m + m_blocks - 1) / m_blocks, kt->gemm_mr);
     g.nc = bp_min64(kt->gemm_nc, bp_round_up(n, kt->gemm_nr));
+    /* NOTE: with few rows each packed panel of B would be read only a
+       few times, so copying it costs more than its contiguity saves. */
+    g.b_direct = trans_b == BP_TRANS_NO && m <= BP_GEMM_DIRECT_ROWS;
     g.threads = bp_threads_for(2.0 * (double)m * (double)n * (double)k);
 
     int64_t b_floats = bp_round_up(g.kc * g.nc, BP_FLOATS_PER_LINE);
@@ -343,8 +365,14 @@ void bp_gemm_fused(float *c, int64_t ldc, const float *a, int64_t lda,
     g.b_pack = scratch;
     g.a_pack = scratch + b_floats;
 
-#pragma omp parallel num_threads(g.threads) if (g.threads > 1)
-    bp_gemm_run(&g);
+    /* NOTE: not `if (threads > 1)`: a serial OpenMP region still costs
+       about a microsecond; the worksharing loops run serially outside. */
+    if (g.threads > 1) {
+#pragma omp parallel num_threads(g.threads)
+        bp_gemm_run(&g);
+    } else {
+        bp_gemm_run(&g);
+    }
 }
 
 static const char *bp_trans_name(bp_trans t)

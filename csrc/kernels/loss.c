@@ -42,28 +42,44 @@ static int64_t bp_chunk_start(int64_t rows, int64_t chunks, int64_t i)
     return q * i + (i < r ? i : r);
 }
 
+/* One loss reduction, shared by its threads. */
+typedef struct bp_reduce_args {
+    const bp_loss_args *loss;
+    bp_loss_row_fn row_fn;
+    int64_t chunks;
+    double *partial;  /* chunks sums */
+} bp_reduce_args;
+
+static void bp_reduce_chunks(void *ctx, int64_t begin, int64_t end)
+{
+    const bp_reduce_args *r = ctx;
+    int64_t rows = r->loss->rows;
+
+    for (int64_t c = begin; c < end; c++) {
+        int64_t stop = bp_chunk_start(rows, r->chunks, c + 1);
+        double sum = 0.0;
+
+        for (int64_t i = bp_chunk_start(rows, r->chunks, c); i < stop; i++)
+            sum += r->row_fn(r->loss, i);
+        r->partial[c] = sum;
+    }
+}
+
 /* The sum of row_fn over all rows, in a fixed order (see the top). */
 static double bp_loss_reduce(const bp_loss_args *a, bp_loss_row_fn row_fn,
                              double cost_per_element)
 {
     double partial[BP_LOSS_CHUNKS];
-    int64_t chunks = a->rows < BP_LOSS_CHUNKS ? a->rows : BP_LOSS_CHUNKS;
+    bp_reduce_args args = {
+        .loss = a, .row_fn = row_fn, .partial = partial,
+        .chunks = a->rows < BP_LOSS_CHUNKS ? a->rows : BP_LOSS_CHUNKS};
     int threads = bp_threads_for((double)a->rows * a->cols *
                                  cost_per_element);
 
-#pragma omp parallel for num_threads(threads) if (threads > 1) \
-    schedule(static)
-    for (int64_t c = 0; c < chunks; c++) {
-        int64_t end = bp_chunk_start(a->rows, chunks, c + 1);
-        double sum = 0.0;
-
-        for (int64_t i = bp_chunk_start(a->rows, chunks, c); i < end; i++)
-            sum += row_fn(a, i);
-        partial[c] = sum;
-    }
+    bp_parallel_for(threads, args.chunks, bp_reduce_chunks, &args);
 
     double total = 0.0;
-    for (int64_t c = 0; c < chunks; c++)
+    for (int64_t c = 0; c < args.chunks; c++)
         total += partial[c];
     return total;
 }

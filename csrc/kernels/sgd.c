@@ -32,29 +32,43 @@ bp_status bp_sgd_check(const char *fn, const bp_sgd_config *cfg)
     return BP_STATUS_OK;
 }
 
-void bp_sgd_step(float *w, float *velocity, const float *grad,
-                 const bp_sgd_config *cfg, float l2, int64_t n)
+/* One SGD step, shared by its threads. */
+typedef struct bp_sgd_args {
+    float *w, *velocity;
+    const float *grad;
+    float lr, mu, l2;
+    int nesterov;
+} bp_sgd_args;
+
+static void bp_sgd_range(void *ctx, int64_t begin, int64_t end)
 {
-    float lr = cfg->lr, mu = cfg->momentum;
-    int threads = bp_threads_for((double)n * 4.0);
+    const bp_sgd_args *a = ctx;
+    float *w = a->w, *velocity = a->velocity;
+    const float *grad = a->grad;
+    float lr = a->lr, mu = a->mu, l2 = a->l2;
 
     if (mu == 0.0f) {
-#pragma omp parallel for num_threads(threads) if (threads > 1) \
-    schedule(static)
-        for (int64_t i = 0; i < n; i++)
+        for (int64_t i = begin; i < end; i++)
             w[i] -= lr * (grad[i] + l2 * w[i]);
         return;
     }
-
-#pragma omp parallel for num_threads(threads) if (threads > 1) \
-    schedule(static)
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = begin; i < end; i++) {
         float g = grad[i] + l2 * w[i];
         float v = mu * velocity[i] + g;
 
         velocity[i] = v;
-        w[i] -= lr * (cfg->nesterov ? g + mu * v : v);
+        w[i] -= lr * (a->nesterov ? g + mu * v : v);
     }
+}
+
+void bp_sgd_step(float *w, float *velocity, const float *grad,
+                 const bp_sgd_config *cfg, float l2, int64_t n)
+{
+    bp_sgd_args args = {.w = w, .velocity = velocity, .grad = grad,
+                        .lr = cfg->lr, .mu = cfg->momentum, .l2 = l2,
+                        .nesterov = cfg->nesterov};
+
+    bp_parallel_for(bp_threads_for((double)n * 4.0), n, bp_sgd_range, &args);
 }
 
 bp_status bp_sgd_update(float *w, float *velocity, const float *grad,

@@ -35,8 +35,10 @@ def check_finite(array: np.ndarray, name: str) -> None:
         )
 
 
-def as_matrix(value: Any, name: str = "X", allow_empty: bool = False) -> np.ndarray:
-    """A C-contiguous 2-D float32 array of finite values."""
+def as_matrix(
+    value: Any, name: str = "X", allow_empty: bool = False, finite: bool = True
+) -> np.ndarray:
+    """A C-contiguous 2-D float32 array, of finite values if `finite`."""
     array = _numeric(value, name)
     if array.ndim != 2:
         hint = " (use reshape(-1, 1) for a single feature)" if array.ndim == 1 else ""
@@ -44,7 +46,8 @@ def as_matrix(value: Any, name: str = "X", allow_empty: bool = False) -> np.ndar
     if not allow_empty and (array.shape[0] == 0 or array.shape[1] == 0):
         raise ValueError(f"{name} is empty: shape {array.shape}")
     result = np.ascontiguousarray(array, dtype=np.float32)
-    check_finite(result, name)
+    if finite:
+        check_finite(result, name)
     return result
 
 

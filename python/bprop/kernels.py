@@ -4,7 +4,8 @@ Every function takes array-likes, checks their shapes, converts them once
 to C-contiguous float32 and calls the C library with the GIL released.
 Functions that produce arrays accept ``out=``: a C-contiguous float32
 array of the right shape that is written in place and returned. An
-input that shares memory with ``out`` is copied first.
+input that shares memory with ``out`` is copied first. NaN and infinity
+are not rejected: they propagate as in NumPy.
 
 Shapes follow the C library: a dense layer's weights ``w`` are
 ``(n_in, n_out)``, so ``dense_forward(x, w, b) == act(x @ w + b)``.
@@ -65,7 +66,10 @@ def _output(out: np.ndarray | None, shape: tuple[int, ...], name: str = "out") -
 
 
 def _matrix(value: Any, name: str) -> np.ndarray:
-    return as_matrix(value, name, allow_empty=True)
+    # NOTE: kernels follow IEEE arithmetic as NumPy does (NaN and infinity
+    # propagate) instead of scanning every input, which would cost as much
+    # as the kernel on small shapes.
+    return as_matrix(value, name, allow_empty=True, finite=False)
 
 
 def _apart_from(value: np.ndarray, out: np.ndarray) -> np.ndarray:

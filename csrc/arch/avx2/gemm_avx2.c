@@ -25,35 +25,40 @@ static inline __m256 bp_epilogue8(__m256 acc, const float *c, __m256 alpha,
 }
 
 /*
- *   c     MR x NR, leading dimension ldc
- *   a     kc x MR packed     b  kc x NR packed     bias  NR or NULL
+ * The first `rows` rows of a tile; `rows` is a constant in every caller,
+ * so each row count gets its own fully unrolled copy.
+ *   c     rows x NR, leading dimension ldc
+ *   a     kc x MR packed
+ *   b     kc x NR: packed (ldb = NR) or rows of B in place (ldb >= NR)
+ *   bias  NR or NULL
  */
-static void bp_gemm_micro_avx2(float *c, int64_t ldc, const float *a,
-                               const float *b, float alpha, float beta,
-                               const float *bias, int relu, int64_t kc)
+static inline __attribute__((always_inline)) void
+bp_gemm_rows_avx2(float *c, int64_t ldc, const float *a, const float *b,
+                  int64_t ldb, float alpha, float beta, const float *bias,
+                  int relu, int64_t kc, const int rows)
 {
     __m256 acc[MR][2];
 
 #pragma GCC unroll 6
-    for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < rows; i++) {
         acc[i][0] = _mm256_setzero_ps();
         acc[i][1] = _mm256_setzero_ps();
     }
 
     /* C is needed only after the loop: start fetching it now. */
 #pragma GCC unroll 6
-    for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < rows; i++) {
         _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
         _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
     }
 
 #pragma GCC unroll 4
     for (int64_t p = 0; p < kc; p++) {
-        __m256 b0 = _mm256_loadu_ps(b + p * NR);
-        __m256 b1 = _mm256_loadu_ps(b + p * NR + 8);
+        __m256 b0 = _mm256_loadu_ps(b + p * ldb);
+        __m256 b1 = _mm256_loadu_ps(b + p * ldb + 8);
 
 #pragma GCC unroll 6
-        for (int i = 0; i < MR; i++) {
+        for (int i = 0; i < rows; i++) {
             __m256 ai = _mm256_broadcast_ss(a + p * MR + i);
 
             acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
@@ -63,13 +68,41 @@ static void bp_gemm_micro_avx2(float *c, int64_t ldc, const float *a,
 
     __m256 va = _mm256_set1_ps(alpha);
 #pragma GCC unroll 6
-    for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < rows; i++) {
         float *ci = c + i * ldc;
 
         _mm256_storeu_ps(ci, bp_epilogue8(acc[i][0], ci, va, beta, bias,
                                           relu));
         _mm256_storeu_ps(ci + 8, bp_epilogue8(acc[i][1], ci + 8, va, beta,
                                               bias ? bias + 8 : NULL, relu));
+    }
+}
+
+/* A tile of 1 to MR rows: dispatches to the copy for that count. */
+static void bp_gemm_micro_avx2(float *c, int64_t ldc, const float *a,
+                               const float *b, int64_t ldb, float alpha,
+                               float beta, const float *bias, int relu,
+                               int64_t kc, int rows)
+{
+    switch (rows) {
+    case 1:
+        bp_gemm_rows_avx2(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 1);
+        break;
+    case 2:
+        bp_gemm_rows_avx2(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 2);
+        break;
+    case 3:
+        bp_gemm_rows_avx2(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 3);
+        break;
+    case 4:
+        bp_gemm_rows_avx2(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 4);
+        break;
+    case 5:
+        bp_gemm_rows_avx2(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 5);
+        break;
+    case 6:
+        bp_gemm_rows_avx2(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 6);
+        break;
     }
 }
 

@@ -26,35 +26,40 @@ static inline __m512 bp_epilogue16(__m512 acc, const float *c,
 }
 
 /*
- *   c     MR x NR, leading dimension ldc
- *   a     kc x MR packed     b  kc x NR packed     bias  NR or NULL
+ * The first `rows` rows of a tile; `rows` is a constant in every caller,
+ * so each row count gets its own fully unrolled copy.
+ *   c     rows x NR, leading dimension ldc
+ *   a     kc x MR packed
+ *   b     kc x NR: packed (ldb = NR) or rows of B in place (ldb >= NR)
+ *   bias  NR or NULL
  */
-static void bp_gemm_micro_avx512(float *c, int64_t ldc, const float *a,
-                                 const float *b, float alpha, float beta,
-                                 const float *bias, int relu, int64_t kc)
+static inline __attribute__((always_inline)) void
+bp_gemm_rows_avx512(float *c, int64_t ldc, const float *a, const float *b,
+                    int64_t ldb, float alpha, float beta, const float *bias,
+                    int relu, int64_t kc, const int rows)
 {
     __m512 acc[MR][2];
 
 #pragma GCC unroll 12
-    for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < rows; i++) {
         acc[i][0] = _mm512_setzero_ps();
         acc[i][1] = _mm512_setzero_ps();
     }
 
     /* C is needed only after the loop: start fetching it now. */
 #pragma GCC unroll 12
-    for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < rows; i++) {
         _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
         _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
     }
 
 #pragma GCC unroll 4
     for (int64_t p = 0; p < kc; p++) {
-        __m512 b0 = _mm512_loadu_ps(b + p * NR);
-        __m512 b1 = _mm512_loadu_ps(b + p * NR + 16);
+        __m512 b0 = _mm512_loadu_ps(b + p * ldb);
+        __m512 b1 = _mm512_loadu_ps(b + p * ldb + 16);
 
 #pragma GCC unroll 12
-        for (int i = 0; i < MR; i++) {
+        for (int i = 0; i < rows; i++) {
             __m512 ai = _mm512_set1_ps(a[p * MR + i]);
 
             acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
@@ -64,7 +69,7 @@ static void bp_gemm_micro_avx512(float *c, int64_t ldc, const float *a,
 
     __m512 va = _mm512_set1_ps(alpha);
 #pragma GCC unroll 12
-    for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < rows; i++) {
         float *ci = c + i * ldc;
 
         _mm512_storeu_ps(ci, bp_epilogue16(acc[i][0], ci, va, beta, bias,
@@ -72,6 +77,52 @@ static void bp_gemm_micro_avx512(float *c, int64_t ldc, const float *a,
         _mm512_storeu_ps(ci + 16,
                          bp_epilogue16(acc[i][1], ci + 16, va, beta,
                                        bias ? bias + 16 : NULL, relu));
+    }
+}
+
+/* A tile of 1 to MR rows: dispatches to the copy for that count. */
+static void bp_gemm_micro_avx512(float *c, int64_t ldc, const float *a,
+                                 const float *b, int64_t ldb, float alpha,
+                                 float beta, const float *bias, int relu,
+                                 int64_t kc, int rows)
+{
+    switch (rows) {
+    case 1:
+        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 1);
+        break;
+    case 2:
+        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 2);
+        break;
+    case 3:
+        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 3);
+        break;
+    case 4:
+        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 4);
+        break;
+    case 5:
+        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 5);
+        break;
+    case 6:
+        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 6);
+        break;
+    case 7:
+        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 7);
+        break;
+    case 8:
+        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 8);
+        break;
+    case 9:
+        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 9);
+        break;
+    case 10:
+        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 10);
+        break;
+    case 11:
+        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 11);
+        break;
+    case 12:
+        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 12);
+        break;
     }
 }
 

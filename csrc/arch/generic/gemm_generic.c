@@ -9,25 +9,29 @@
 #define NR 8
 
 /*
- *   c     MR x NR, leading dimension ldc
- *   a     kc x MR packed     b  kc x NR packed     bias  NR or NULL
+ *   c     rows x NR (rows <= MR), leading dimension ldc
+ *   a     kc x MR packed
+ *   b     kc x NR: packed (ldb = NR) or rows of B in place (ldb >= NR)
+ *   bias  NR or NULL
  */
 static void bp_gemm_micro_generic(float *c, int64_t ldc, const float *a,
-                                  const float *b, float alpha, float beta,
-                                  const float *bias, int relu, int64_t kc)
+                                  const float *b, int64_t ldb,
+                                  float alpha, float beta,
+                                  const float *bias, int relu, int64_t kc,
+                                  int rows)
 {
     float acc[MR][NR] = {{0.0f}};
 
     for (int64_t p = 0; p < kc; p++) {
         const float *ap = a + p * MR;
-        const float *bp = b + p * NR;
+        const float *bp = b + p * ldb;
 
         for (int i = 0; i < MR; i++)
             for (int j = 0; j < NR; j++)
                 acc[i][j] += ap[i] * bp[j];
     }
 
-    for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < rows; i++) {
         float *ci = c + i * ldc;
         float row[NR];
 
