@@ -113,7 +113,47 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     commands.add_parser("info", help="show the version and the CPU path in use")
+
+    bench = commands.add_parser(
+        "bench",
+        help="time bprop against NumPy and PyTorch side by side",
+        description="Run bprop and its peers (NumPy; PyTorch when installed) on the same "
+        "work in one process, interleaved, and print the best times and their ratios.",
+    )
+    bench.add_argument("--only", type=_names(("gemm", "epoch", "predict", "memory")),
+                       default=["gemm", "epoch", "predict", "memory"], metavar="GROUPS",
+                       help="comma-separated subset of gemm,epoch,predict,memory")
+    bench.add_argument("--networks", type=_names(("tiny", "mnist", "wide")),
+                       default=["tiny", "mnist", "wide"], metavar="NAMES",
+                       help="comma-separated subset of tiny,mnist,wide for the epochs")
+    bench.add_argument("--threads", type=_counts, default=[], metavar="COUNTS",
+                       help="also time the epochs at these thread counts, e.g. 1,2")
+    bench.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
+
+
+def _names(allowed: Sequence[str]) -> object:
+    def parse(text: str) -> list[str]:
+        names = [part.strip() for part in text.split(",") if part.strip()]
+        unknown = [name for name in names if name not in allowed]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated subset of {','.join(allowed)}, got {text!r}"
+            )
+        return names
+
+    return parse
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected thread counts such as 1,2, got {text!r}")
+    return counts
 
 
 def _read_csv(path: str, target: str | None) -> tuple[np.ndarray, np.ndarray, str]:
@@ -178,6 +218,8 @@ def _train(args: argparse.Namespace) -> int:
         set_num_threads(args.threads)
     if args.epochs < 1:
         raise SystemExit(f"bprop: --epochs must be >= 1, got {args.epochs}")
+    if args.seed < 0:
+        raise SystemExit(f"bprop: --seed must be >= 0, got {args.seed}")
     if args.csv is not None:
         x, y, target_name = _read_csv(args.csv, args.target)
         name = args.csv
@@ -221,7 +263,10 @@ def _train(args: argparse.Namespace) -> int:
     layers = [Dense(units, activation=args.activation) for units in args.hidden]
     layers.append(Dense(n_out))
     model = Sequential(layers, seed=args.seed)
-    optimizer = SGD(lr=args.lr, momentum=args.momentum, nesterov=args.nesterov, l2=args.l2)
+    try:
+        optimizer = SGD(lr=args.lr, momentum=args.momentum, nesterov=args.nesterov, l2=args.l2)
+    except ValueError as exc:  # --momentum, --nesterov or --l2
+        raise SystemExit(f"bprop: {exc}") from None
     task = f"{len(classes)}-class classification" if classify else "regression"
     sizes = "-".join(str(s) for s in [x.shape[1], *args.hidden, n_out])
     info = cpu_info()
@@ -269,10 +314,30 @@ def _info() -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    if bench.load_torch() is None and not args.json:
+        print("PyTorch is not installed: its columns are skipped (pip install torch)")
+    rows = bench.run(args.only, quick=args.quick, networks=args.networks, threads=args.threads)
+    if args.json:
+        print(bench.to_json(rows))
+    else:
+        env = bench.environment()
+        print(
+            f"bprop {__version__}, SIMD {env['simd']}, {env['threads']} thread(s); "
+            f"numpy {env['numpy']}, torch {env['torch'] or 'not installed'}"
+        )
+        print(bench.format_table(rows))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "train":
         return _train(args)
+    if args.command == "bench":
+        return _bench(args)
     return _info()
 
 
