@@ -147,6 +147,16 @@ def test_csv_target_by_name_and_by_index_agree(species_csv, capsys):
     assert _result_lines(capsys.readouterr().out) == _result_lines(by_name)
 
 
+def test_csv_as_positional_argument(species_csv, capsys):
+    assert main(["train", "--quiet", str(species_csv), "--target", "species"]) == 0
+    positional = _result_lines(capsys.readouterr().out)
+    assert main(["train", "--quiet", "--csv", str(species_csv), "--target", "species"]) == 0
+    assert _result_lines(capsys.readouterr().out) == positional
+    assert any(line.startswith("test accuracy") for line in positional)
+    status, message = fail(["train", str(species_csv), "--dataset", "digits"], capsys)
+    assert status != 0 and "one data source" in message
+
+
 def test_csv_regression_on_the_last_column_by_default(tmp_path, capsys):
     rng = np.random.default_rng(6)
     x = rng.normal(size=(150, 2))

@@ -177,6 +177,12 @@ GEMM_SHAPES = [
     (129, 257, 63),
     (13, 29, 600),  # several depth blocks
     (150, 41, 17),  # several row blocks
+    (7, 31, 1),  # k = 1
+    (33, 129, 7),
+    (31, 7, 33),
+    (129, 33, 31),
+    (0, 5, 3),  # empty dimensions
+    (4, 0, 3),
 ]
 
 
@@ -457,7 +463,7 @@ def test_activation_forward_with_out(simd):
 
 # (batch, n_in, n_out); n_in = 300 spans two depth blocks of the GEMM, so
 # bias and activation must be applied once, after the last one.
-DENSE_SHAPES = [(1, 1, 1), (37, 45, 29), (150, 300, 70)]
+DENSE_SHAPES = [(1, 1, 1), (7, 31, 33), (129, 1, 7), (37, 45, 29), (150, 300, 70)]
 
 
 def _dense64(x, w, b, activation):

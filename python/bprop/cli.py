@@ -65,6 +65,9 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Train a multi-layer perceptron on a bundled data set or a CSV file, "
         "holding out a test split, and print the test score.",
     )
+    train.add_argument(
+        "data", nargs="?", metavar="CSV", help="a CSV file with a header row (instead of --dataset)"
+    )
     source = train.add_mutually_exclusive_group()
     source.add_argument(
         "--dataset",
@@ -72,7 +75,7 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="a bundled data set (default: digits)",
     )
-    source.add_argument("--csv", metavar="FILE", help="a CSV file with a header row")
+    source.add_argument("--csv", metavar="FILE", help="the same as giving CSV")
     train.add_argument(
         "--target",
         metavar="COLUMN",
@@ -220,6 +223,10 @@ def _train(args: argparse.Namespace) -> int:
         raise SystemExit(f"bprop: --epochs must be >= 1, got {args.epochs}")
     if args.seed < 0:
         raise SystemExit(f"bprop: --seed must be >= 0, got {args.seed}")
+    if args.data is not None:
+        if args.csv is not None or args.dataset is not None:
+            raise SystemExit("bprop: give one data source: CSV, --csv or --dataset")
+        args.csv = args.data
     if args.csv is not None:
         x, y, target_name = _read_csv(args.csv, args.target)
         name = args.csv
