@@ -107,8 +107,12 @@ static void bp_activation_backward_span(float *dx, const float *dy,
 {
     switch (act) {
     case BP_ACTIVATION_RELU:
-        for (int64_t i = 0; i < n; i++)
-            dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        /* Both loads unconditional, so the select vectorises. */
+        for (int64_t i = 0; i < n; i++) {
+            float g = dy[i];
+
+            dx[i] = y[i] > 0.0f ? g : 0.0f;
+        }
         break;
     case BP_ACTIVATION_SIGMOID:
         for (int64_t i = 0; i < n; i++)
