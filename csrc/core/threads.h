@@ -17,6 +17,13 @@
  */
 int bp_threads_for(double flops);
 
+/*
+ * Flop-equivalents per float that a loop streams through memory. Such
+ * loops are bound by bandwidth, and a second core's bandwidth pays off
+ * at far fewer elements than a second core's arithmetic does.
+ */
+#define BP_STREAM_COST 16.0
+
 /* Work on the indices [begin, end) of a parallel loop. */
 typedef void (*bp_range_fn)(void *ctx, int64_t begin, int64_t end);
 

@@ -253,17 +253,31 @@ static void bp_gemm_run(const bp_gemm_plan *g)
         int64_t per_group = (panels + groups - 1) / groups;
         groups = (panels + per_group - 1) / per_group;
 
+        /* With a single row block every thread would pack the same A,
+           so the threads pack it together, beside B. */
+        int shared_a = g->threads > 1 && n_ic == 1;
+        int64_t a_panels = shared_a ? (g->m + kt->gemm_mr - 1) / kt->gemm_mr
+                                    : 0;
+
         for (int64_t pc = 0; pc < g->k; pc += g->kc) {
             int64_t kb = bp_min64(g->kc, g->k - pc);
-            int64_t packed_ic = -1;
+            int64_t packed_ic = shared_a ? 0 : -1;
 
 #pragma omp for schedule(static)
-            for (int64_t jp = 0; jp < panels; jp++) {
-                int64_t cols = bp_min64(nr, nb - jp * nr);
+            for (int64_t item = 0; item < panels + a_panels; item++) {
+                if (item >= panels) {
+                    int64_t i = (item - panels) * kt->gemm_mr;
 
+                    bp_pack_a(g->a_pack + i * kb, g->a, g->lda, g->ta, i,
+                              bp_min64(kt->gemm_mr, g->m - i), pc, kb,
+                              kt->gemm_mr);
+                    continue;
+                }
+
+                int64_t cols = bp_min64(nr, nb - item * nr);
                 if (!g->b_direct || cols < nr)
-                    bp_pack_b_panel(g->b_pack + jp * nr * kb, g->b, g->ldb,
-                                    g->tb, pc, kb, jc + jp * nr, cols,
+                    bp_pack_b_panel(g->b_pack + item * nr * kb, g->b, g->ldb,
+                                    g->tb, pc, kb, jc + item * nr, cols,
                                     (int)nr);
             }
 
@@ -280,8 +294,9 @@ static void bp_gemm_run(const bp_gemm_plan *g)
                               kt->gemm_mr);
                     packed_ic = ic;
                 }
-                bp_gemm_unit(g, a_pack, ic, mb, jc, nb, jp0,
-                             bp_min64(panels, jp0 + per_group), pc, kb);
+                bp_gemm_unit(g, shared_a ? g->a_pack : a_pack, ic, mb, jc,
+                             nb, jp0, bp_min64(panels, jp0 + per_group), pc,
+                             kb);
             }
         }
     }

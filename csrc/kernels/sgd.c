@@ -68,7 +68,10 @@ void bp_sgd_step(float *w, float *velocity, const float *grad,
                         .lr = cfg->lr, .mu = cfg->momentum, .l2 = l2,
                         .nesterov = cfg->nesterov};
 
-    bp_parallel_for(bp_threads_for((double)n * 4.0), n, bp_sgd_range, &args);
+    /* w, velocity and grad are each streamed once. */
+    int threads = bp_threads_for((double)n * 3.0 * BP_STREAM_COST);
+
+    bp_parallel_for(threads, n, bp_sgd_range, &args);
 }
 
 bp_status bp_sgd_update(float *w, float *velocity, const float *grad,
