@@ -11,6 +11,7 @@ Design decisions:
   the C library's NULL checks keep their meaning.
 - NumPy is not needed to build this module: all buffers are memoryviews.
 """
+from libc.math cimport isfinite
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
@@ -98,6 +99,39 @@ def set_num_threads(int n):
 
 def has_openmp():
     return bool(bp_has_openmp())
+
+
+# ---------------------------------------------------------------------------
+# Input checks
+# ---------------------------------------------------------------------------
+
+cdef enum:
+    # Values tested per pass of the branch-free inner loop.
+    _FINITE_BLOCK = 4096
+
+
+cdef int64_t _first_nonfinite(const float *x, int64_t n) noexcept nogil:
+    cdef int64_t start = 0, stop, i
+    cdef int bad
+    while start < n:
+        stop = min(n, start + _FINITE_BLOCK)
+        bad = 0
+        for i in range(start, stop):
+            bad |= not isfinite(x[i])
+        if bad:
+            for i in range(start, stop):
+                if not isfinite(x[i]):
+                    return i
+        start = stop
+    return -1
+
+
+def first_nonfinite(const float[::1] values):
+    """Index of the first NaN or infinity in `values`, or -1."""
+    cdef int64_t at
+    with nogil:
+        at = _first_nonfinite(_cf1(values), values.shape[0])
+    return at
 
 
 # ---------------------------------------------------------------------------
