@@ -181,6 +181,9 @@ GEMM_SHAPES = [
     (33, 129, 7),
     (31, 7, 33),
     (129, 33, 31),
+    (300, 5, 40),  # A read in place across several row blocks
+    (200, 7, 700),  # ... and several depth blocks
+    (50, 200, 100),  # a small A read in place by many column panels
     (0, 5, 3),  # empty dimensions
     (4, 0, 3),
 ]

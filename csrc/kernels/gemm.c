@@ -37,6 +37,9 @@
 /* Up to this many rows of C, whole panels of B are not packed. */
 #define BP_GEMM_DIRECT_ROWS 48
 
+/* An operand of at most this many floats (32 KB) is never packed. */
+#define BP_GEMM_DIRECT_FLOATS 8192
+
 static int64_t bp_min64(int64_t x, int64_t y)
 {
     return x < y ? x : y;
@@ -118,15 +121,20 @@ static void bp_pack_b_panel(float *dst, const float *b, int64_t ldb,
                 dst[p * nr + j] = 0.0f;
 }
 
+/* Where a tile's rows of A are: element (i, p) at at[i * rs + p * cs]. */
+typedef struct bp_a_view {
+    const float *at;
+    int64_t rs, cs;
+} bp_a_view;
+
 /*
- * One tile of C from packed panels, then the activations that are not
- * done in registers.
+ * One tile of C, then the activations that are not done in registers.
  *   c     rows x cols, leading dimension ldc, rows <= mr, cols <= nr
- *   ap    kb x mr packed      bp  kb x nr, rows ldb apart
+ *   a     rows x kb (see bp_a_view)     bp  kb x nr, rows ldb apart
  *   bias  cols values, or NULL
  */
 static void bp_gemm_tile(const bp_kernels *kt, float *c, int64_t ldc,
-                         const float *ap, const float *bp, int64_t ldb,
+                         bp_a_view a, const float *bp, int64_t ldb,
                          float alpha, float beta, const float *bias,
                          bp_activation act, int64_t rows, int64_t cols,
                          int64_t kb)
@@ -134,8 +142,8 @@ static void bp_gemm_tile(const bp_kernels *kt, float *c, int64_t ldc,
     int relu = act == BP_ACTIVATION_RELU;
 
     if (cols == kt->gemm_nr) {
-        kt->gemm_micro(c, ldc, ap, bp, ldb, alpha, beta, bias, relu, kb,
-                       (int)rows);
+        kt->gemm_micro(c, ldc, a.at, a.rs, a.cs, bp, ldb, alpha, beta, bias,
+                       relu, kb, (int)rows);
     } else {
         /* A right-edge tile: the same kernel on a full-width copy of it. */
         _Alignas(64) float tile[BP_GEMM_MR_MAX * BP_GEMM_NR_MAX];
@@ -150,7 +158,7 @@ static void bp_gemm_tile(const bp_kernels *kt, float *c, int64_t ldc,
         if (bias != NULL)
             memcpy(tile_bias, bias, cols * sizeof(float));
 
-        kt->gemm_micro(tile, nr, ap, bp, ldb, alpha, beta,
+        kt->gemm_micro(tile, nr, a.at, a.rs, a.cs, bp, ldb, alpha, beta,
                        bias != NULL ? tile_bias : NULL, relu, kb, (int)rows);
         for (int64_t i = 0; i < rows; i++)
             memcpy(c + i * ldc, tile + i * nr, cols * sizeof(float));
@@ -200,6 +208,7 @@ typedef struct bp_gemm_plan {
     bp_activation act;
     int64_t m, n, k;
     int64_t kc, mc, nc; /* block sizes for this call */
+    int a_direct;       /* A is read in place, never packed */
     int b_direct;       /* whole panels of B are read in place */
     int threads;
     float *b_pack;      /* kc x nc, shared */
@@ -227,10 +236,17 @@ static void bp_gemm_unit(const bp_gemm_plan *g, const float *a_pack,
         int64_t ldb = direct ? g->ldb : nr;
         const float *bias = last && g->bias != NULL ? g->bias + j : NULL;
 
-        for (int64_t ir = 0; ir < mb; ir += mr)
-            bp_gemm_tile(kt, g->c + (ic + ir) * g->ldc + j, g->ldc,
-                         a_pack + ir * kb, bp, ldb, g->alpha, beta, bias,
-                         act, bp_min64(mr, mb - ir), cols, kb);
+        for (int64_t ir = 0; ir < mb; ir += mr) {
+            bp_a_view a = {a_pack + ir * kb, 1, mr};
+
+            if (g->a_direct && g->ta == BP_TRANS_NO)
+                a = (bp_a_view){g->a + (ic + ir) * g->lda + pc, g->lda, 1};
+            else if (g->a_direct)
+                a = (bp_a_view){g->a + pc * g->lda + ic + ir, 1, g->lda};
+            bp_gemm_tile(kt, g->c + (ic + ir) * g->ldc + j, g->ldc, a, bp,
+                         ldb, g->alpha, beta, bias, act,
+                         bp_min64(mr, mb - ir), cols, kb);
+        }
     }
 }
 
@@ -255,13 +271,14 @@ static void bp_gemm_run(const bp_gemm_plan *g)
 
         /* With a single row block every thread would pack the same A,
            so the threads pack it together, beside B. */
-        int shared_a = g->threads > 1 && n_ic == 1;
+        int shared_a = g->threads > 1 && n_ic == 1 && !g->a_direct;
         int64_t a_panels = shared_a ? (g->m + kt->gemm_mr - 1) / kt->gemm_mr
                                     : 0;
 
         for (int64_t pc = 0; pc < g->k; pc += g->kc) {
             int64_t kb = bp_min64(g->kc, g->k - pc);
-            int64_t packed_ic = shared_a ? 0 : -1;
+            int own_a = !shared_a && !g->a_direct;
+            int64_t packed_ic = -1;
 
 #pragma omp for schedule(static)
             for (int64_t item = 0; item < panels + a_panels; item++) {
@@ -289,7 +306,7 @@ static void bp_gemm_run(const bp_gemm_plan *g)
                 int64_t mb = bp_min64(g->mc, g->m - ic);
                 int64_t jp0 = u % groups * per_group;
 
-                if (ic != packed_ic) {
+                if (own_a && ic != packed_ic) {
                     bp_pack_a(a_pack, g->a, g->lda, g->ta, ic, mb, pc, kb,
                               kt->gemm_mr);
                     packed_ic = ic;
@@ -316,6 +333,7 @@ static void bp_gemm_run_on_stack(const bp_gemm_plan *g)
     bp_gemm_plan one = *g;
 
     one.b_pack = b_panel;
+    one.a_direct = 0;
     one.b_direct = 0;
     for (int64_t j = 0; j < g->n; j += nr) {
         int64_t cols = bp_min64(nr, g->n - j);
@@ -363,9 +381,13 @@ void bp_gemm_fused(float *c, int64_t ldc, const float *a, int64_t lda,
     int64_t m_blocks = (m + kt->gemm_mc - 1) / kt->gemm_mc;
     g.mc = bp_round_up((m + m_blocks - 1) / m_blocks, kt->gemm_mr);
     g.nc = bp_min64(kt->gemm_nc, bp_round_up(n, kt->gemm_nr));
-    /* NOTE: with few rows each packed panel of B would be read only a
-       few times, so copying it costs more than its contiguity saves. */
-    g.b_direct = trans_b == BP_TRANS_NO && m <= BP_GEMM_DIRECT_ROWS;
+    /* NOTE: an operand that is small (it stays in L1 anyway) or read only
+       a few times costs more to copy than its contiguity saves. */
+    g.a_direct = (double)m * k <= BP_GEMM_DIRECT_FLOATS ||
+                 n <= kt->gemm_nr;
+    g.b_direct = trans_b == BP_TRANS_NO &&
+                 (m <= BP_GEMM_DIRECT_ROWS ||
+                  (double)k * n <= BP_GEMM_DIRECT_FLOATS);
     g.threads = bp_threads_for(2.0 * (double)m * (double)n * (double)k);
 
     int64_t b_floats = bp_round_up(g.kc * g.nc, BP_FLOATS_PER_LINE);

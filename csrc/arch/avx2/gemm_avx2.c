@@ -28,14 +28,15 @@ static inline __m256 bp_epilogue8(__m256 acc, const float *c, __m256 alpha,
  * The first `rows` rows of a tile; `rows` is a constant in every caller,
  * so each row count gets its own fully unrolled copy.
  *   c     rows x NR, leading dimension ldc
- *   a     kc x MR packed
+ *   a     element (i, p) at a[i * a_rs + p * a_cs]
  *   b     kc x NR: packed (ldb = NR) or rows of B in place (ldb >= NR)
  *   bias  NR or NULL
  */
 static inline __attribute__((always_inline)) void
-bp_gemm_rows_avx2(float *c, int64_t ldc, const float *a, const float *b,
-                  int64_t ldb, float alpha, float beta, const float *bias,
-                  int relu, int64_t kc, const int rows)
+bp_gemm_rows_avx2(float *c, int64_t ldc, const float *a, int64_t a_rs,
+                  int64_t a_cs, const float *b, int64_t ldb, float alpha,
+                  float beta, const float *bias, int relu, int64_t kc,
+                  const int rows)
 {
     __m256 acc[MR][2];
 
@@ -59,7 +60,7 @@ bp_gemm_rows_avx2(float *c, int64_t ldc, const float *a, const float *b,
 
 #pragma GCC unroll 6
         for (int i = 0; i < rows; i++) {
-            __m256 ai = _mm256_broadcast_ss(a + p * MR + i);
+            __m256 ai = _mm256_broadcast_ss(a + i * a_rs + p * a_cs);
 
             acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
             acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
@@ -80,28 +81,35 @@ bp_gemm_rows_avx2(float *c, int64_t ldc, const float *a, const float *b,
 
 /* A tile of 1 to MR rows: dispatches to the copy for that count. */
 static void bp_gemm_micro_avx2(float *c, int64_t ldc, const float *a,
-                               const float *b, int64_t ldb, float alpha,
-                               float beta, const float *bias, int relu,
-                               int64_t kc, int rows)
+                               int64_t a_rs, int64_t a_cs, const float *b,
+                               int64_t ldb, float alpha, float beta,
+                               const float *bias, int relu, int64_t kc,
+                               int rows)
 {
     switch (rows) {
     case 1:
-        bp_gemm_rows_avx2(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 1);
+        bp_gemm_rows_avx2(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
+                          relu, kc, 1);
         break;
     case 2:
-        bp_gemm_rows_avx2(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 2);
+        bp_gemm_rows_avx2(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
+                          relu, kc, 2);
         break;
     case 3:
-        bp_gemm_rows_avx2(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 3);
+        bp_gemm_rows_avx2(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
+                          relu, kc, 3);
         break;
     case 4:
-        bp_gemm_rows_avx2(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 4);
+        bp_gemm_rows_avx2(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
+                          relu, kc, 4);
         break;
     case 5:
-        bp_gemm_rows_avx2(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 5);
+        bp_gemm_rows_avx2(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
+                          relu, kc, 5);
         break;
     case 6:
-        bp_gemm_rows_avx2(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 6);
+        bp_gemm_rows_avx2(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
+                          relu, kc, 6);
         break;
     }
 }

@@ -29,14 +29,15 @@ static inline __m512 bp_epilogue16(__m512 acc, const float *c,
  * The first `rows` rows of a tile; `rows` is a constant in every caller,
  * so each row count gets its own fully unrolled copy.
  *   c     rows x NR, leading dimension ldc
- *   a     kc x MR packed
+ *   a     element (i, p) at a[i * a_rs + p * a_cs]
  *   b     kc x NR: packed (ldb = NR) or rows of B in place (ldb >= NR)
  *   bias  NR or NULL
  */
 static inline __attribute__((always_inline)) void
-bp_gemm_rows_avx512(float *c, int64_t ldc, const float *a, const float *b,
-                    int64_t ldb, float alpha, float beta, const float *bias,
-                    int relu, int64_t kc, const int rows)
+bp_gemm_rows_avx512(float *c, int64_t ldc, const float *a, int64_t a_rs,
+                    int64_t a_cs, const float *b, int64_t ldb, float alpha,
+                    float beta, const float *bias, int relu, int64_t kc,
+                    const int rows)
 {
     __m512 acc[MR][2];
 
@@ -60,7 +61,7 @@ bp_gemm_rows_avx512(float *c, int64_t ldc, const float *a, const float *b,
 
 #pragma GCC unroll 12
         for (int i = 0; i < rows; i++) {
-            __m512 ai = _mm512_set1_ps(a[p * MR + i]);
+            __m512 ai = _mm512_set1_ps(a[i * a_rs + p * a_cs]);
 
             acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
             acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
@@ -82,46 +83,59 @@ bp_gemm_rows_avx512(float *c, int64_t ldc, const float *a, const float *b,
 
 /* A tile of 1 to MR rows: dispatches to the copy for that count. */
 static void bp_gemm_micro_avx512(float *c, int64_t ldc, const float *a,
-                                 const float *b, int64_t ldb, float alpha,
-                                 float beta, const float *bias, int relu,
-                                 int64_t kc, int rows)
+                                 int64_t a_rs, int64_t a_cs, const float *b,
+                                 int64_t ldb, float alpha, float beta,
+                                 const float *bias, int relu, int64_t kc,
+                                 int rows)
 {
     switch (rows) {
     case 1:
-        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 1);
+        bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
+                            relu, kc, 1);
         break;
     case 2:
-        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 2);
+        bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
+                            relu, kc, 2);
         break;
     case 3:
-        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 3);
+        bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
+                            relu, kc, 3);
         break;
     case 4:
-        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 4);
+        bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
+                            relu, kc, 4);
         break;
     case 5:
-        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 5);
+        bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
+                            relu, kc, 5);
         break;
     case 6:
-        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 6);
+        bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
+                            relu, kc, 6);
         break;
     case 7:
-        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 7);
+        bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
+                            relu, kc, 7);
         break;
     case 8:
-        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 8);
+        bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
+                            relu, kc, 8);
         break;
     case 9:
-        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 9);
+        bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
+                            relu, kc, 9);
         break;
     case 10:
-        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 10);
+        bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
+                            relu, kc, 10);
         break;
     case 11:
-        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 11);
+        bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
+                            relu, kc, 11);
         break;
     case 12:
-        bp_gemm_rows_avx512(c, ldc, a, b, ldb, alpha, beta, bias, relu, kc, 12);
+        bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
+                            relu, kc, 12);
         break;
     }
 }

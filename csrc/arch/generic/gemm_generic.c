@@ -10,11 +10,12 @@
 
 /*
  *   c     rows x NR (rows <= MR), leading dimension ldc
- *   a     kc x MR packed
+ *   a     element (i, p) at a[i * a_rs + p * a_cs]
  *   b     kc x NR: packed (ldb = NR) or rows of B in place (ldb >= NR)
  *   bias  NR or NULL
  */
 static void bp_gemm_micro_generic(float *c, int64_t ldc, const float *a,
+                                  int64_t a_rs, int64_t a_cs,
                                   const float *b, int64_t ldb,
                                   float alpha, float beta,
                                   const float *bias, int relu, int64_t kc,
@@ -23,12 +24,14 @@ static void bp_gemm_micro_generic(float *c, int64_t ldc, const float *a,
     float acc[MR][NR] = {{0.0f}};
 
     for (int64_t p = 0; p < kc; p++) {
-        const float *ap = a + p * MR;
         const float *bp = b + p * ldb;
 
-        for (int i = 0; i < MR; i++)
+        for (int i = 0; i < rows; i++) {
+            float ai = a[i * a_rs + p * a_cs];
+
             for (int j = 0; j < NR; j++)
-                acc[i][j] += ap[i] * bp[j];
+                acc[i][j] += ai * bp[j];
+        }
     }
 
     for (int i = 0; i < rows; i++) {
