@@ -16,23 +16,24 @@
 #define BP_GEMM_KC_MAX 512
 
 /*
- * One register-blocked tile of C, for its first `rows` rows (1 to MR; the
- * others are neither read nor written):
+ * One register-blocked tile of C, for its first `rows` rows (1 to MR) and
+ * `cols` columns (1 to NR); the others are neither read nor written:
  *   C = alpha * A @ B + beta * C (+ bias), then relu if `relu` is nonzero.
- * Every element is computed in the same order whatever `rows` is.
+ * Every element is computed in the same order whatever `rows` and `cols`
+ * are. B must hold NR readable columns even when cols < NR.
  *   a     element (i, p) of the tile's rows of A at a[i * a_rs + p * a_cs]:
  *         a packed panel (a_rs = 1, a_cs = MR) or A in place
  *   b     kc x NR: for each p in [0, kc), NR values of row p at b + p * ldb
  *         (ldb = NR for a packed panel; ldb >= NR reads B in place)
- *   c     rows x NR, leading dimension ldc (OUT; IN only if beta != 0)
- *   bias  NR values added to every row (IN; NULL for none)
+ *   c     rows x cols, leading dimension ldc (OUT; IN only if beta != 0)
+ *   bias  cols values added to every row (IN; NULL for none)
  * With beta == 0, C is not read. kc may be 0 (then A and B are unused).
  */
 typedef void (*bp_gemm_micro_fn)(float *c, int64_t ldc, const float *a,
                                  int64_t a_rs, int64_t a_cs,
                                  const float *b, int64_t ldb, float alpha,
                                  float beta, const float *bias, int relu,
-                                 int64_t kc, int rows);
+                                 int64_t kc, int rows, int cols);
 
 typedef struct bp_kernels {
     bp_simd level;

@@ -6,10 +6,10 @@
  *   all threads, sized for L3); depth in blocks of KC; rows in blocks of
  *   MC (packed A, one copy per thread, sized for L2); NR-wide panels of
  *   B; MR-high panels of A; then one micro-kernel call per MR x NR tile.
- * - Panels are zero-padded to whole tiles. The micro-kernel computes 1
- *   to MR rows of a tile, so a bottom-edge tile (or a GEMM of a single
- *   row) costs what its rows cost; a right-edge tile goes through a
- *   small buffer.
+ * - Panels of B are zero-padded to whole tiles. The micro-kernel
+ *   computes 1 to MR rows and 1 to NR columns of a tile, so an edge tile
+ *   (or a GEMM of a single row) costs what its rows cost and is written
+ *   in place, with masked stores.
  * - With few rows (inference on a handful of samples), whole panels of
  *   an untransposed B are read in place instead of packed. The kernel
  *   sees the same values in the same order, so results do not change.
@@ -141,28 +141,8 @@ static void bp_gemm_tile(const bp_kernels *kt, float *c, int64_t ldc,
 {
     int relu = act == BP_ACTIVATION_RELU;
 
-    if (cols == kt->gemm_nr) {
-        kt->gemm_micro(c, ldc, a.at, a.rs, a.cs, bp, ldb, alpha, beta, bias,
-                       relu, kb, (int)rows);
-    } else {
-        /* A right-edge tile: the same kernel on a full-width copy of it. */
-        _Alignas(64) float tile[BP_GEMM_MR_MAX * BP_GEMM_NR_MAX];
-        _Alignas(64) float tile_bias[BP_GEMM_NR_MAX] = {0.0f};
-        int64_t nr = kt->gemm_nr;
-
-        if (beta != 0.0f) {
-            memset(tile, 0, sizeof tile);
-            for (int64_t i = 0; i < rows; i++)
-                memcpy(tile + i * nr, c + i * ldc, cols * sizeof(float));
-        }
-        if (bias != NULL)
-            memcpy(tile_bias, bias, cols * sizeof(float));
-
-        kt->gemm_micro(tile, nr, a.at, a.rs, a.cs, bp, ldb, alpha, beta,
-                       bias != NULL ? tile_bias : NULL, relu, kb, (int)rows);
-        for (int64_t i = 0; i < rows; i++)
-            memcpy(c + i * ldc, tile + i * nr, cols * sizeof(float));
-    }
+    kt->gemm_micro(c, ldc, a.at, a.rs, a.cs, bp, ldb, alpha, beta, bias, relu,
+                   kb, (int)rows, (int)cols);
 
     /* Tile by tile, so how the activation splits its input never depends
        on the thread count. */

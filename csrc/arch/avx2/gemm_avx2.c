@@ -9,25 +9,32 @@
 #define MR 6
 #define NR 16
 
-/* c_row = relu?(alpha * acc + beta * c_row + bias) for one 8-wide half. */
-static inline __m256 bp_epilogue8(__m256 acc, const float *c, __m256 alpha,
-                                  float beta, const float *bias, int relu)
+/*
+ * c_row = relu?(alpha * acc + beta * c_row + bias) for the lanes of one
+ * 8-wide half that `mask` selects (all bits of a lane set); the others
+ * are neither read nor written.
+ */
+static inline void bp_epilogue8(float *c, __m256i mask, __m256 acc,
+                                __m256 alpha, float beta, const float *bias,
+                                int relu)
 {
     __m256 v = _mm256_mul_ps(alpha, acc);
 
     if (beta != 0.0f)
-        v = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(c), v);
+        v = _mm256_fmadd_ps(_mm256_set1_ps(beta),
+                            _mm256_maskload_ps(c, mask), v);
     if (bias != NULL)
-        v = _mm256_add_ps(v, _mm256_loadu_ps(bias));
+        v = _mm256_add_ps(v, _mm256_maskload_ps(bias, mask));
     if (relu)
         v = _mm256_max_ps(_mm256_setzero_ps(), v);
-    return v;
+    _mm256_maskstore_ps(c, mask, v);
 }
 
 /*
- * The first `rows` rows of a tile; `rows` is a constant in every caller,
- * so each row count gets its own fully unrolled copy.
- *   c     rows x NR, leading dimension ldc
+ * The first `rows` rows and `cols` columns of a tile; `rows` is a
+ * constant in every caller, so each row count gets its own fully unrolled
+ * copy.
+ *   c     rows x cols, leading dimension ldc
  *   a     element (i, p) at a[i * a_rs + p * a_cs]
  *   b     kc x NR: packed (ldb = NR) or rows of B in place (ldb >= NR)
  *   bias  NR or NULL
@@ -36,7 +43,7 @@ static inline __attribute__((always_inline)) void
 bp_gemm_rows_avx2(float *c, int64_t ldc, const float *a, int64_t a_rs,
                   int64_t a_cs, const float *b, int64_t ldb, float alpha,
                   float beta, const float *bias, int relu, int64_t kc,
-                  const int rows)
+                  const int rows, int cols)
 {
     __m256 acc[MR][2];
 
@@ -68,14 +75,18 @@ bp_gemm_rows_avx2(float *c, int64_t ldc, const float *a, int64_t a_rs,
     }
 
     __m256 va = _mm256_set1_ps(alpha);
+    __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), lane);
+    __m256i hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols - 8), lane);
+
 #pragma GCC unroll 6
     for (int i = 0; i < rows; i++) {
         float *ci = c + i * ldc;
 
-        _mm256_storeu_ps(ci, bp_epilogue8(acc[i][0], ci, va, beta, bias,
-                                          relu));
-        _mm256_storeu_ps(ci + 8, bp_epilogue8(acc[i][1], ci + 8, va, beta,
-                                              bias ? bias + 8 : NULL, relu));
+        bp_epilogue8(ci, lo, acc[i][0], va, beta, bias, relu);
+        if (cols > 8)
+            bp_epilogue8(ci + 8, hi, acc[i][1], va, beta,
+                         bias != NULL ? bias + 8 : NULL, relu);
     }
 }
 
@@ -84,32 +95,32 @@ static void bp_gemm_micro_avx2(float *c, int64_t ldc, const float *a,
                                int64_t a_rs, int64_t a_cs, const float *b,
                                int64_t ldb, float alpha, float beta,
                                const float *bias, int relu, int64_t kc,
-                               int rows)
+                               int rows, int cols)
 {
     switch (rows) {
     case 1:
         bp_gemm_rows_avx2(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
-                          relu, kc, 1);
+                          relu, kc, 1, cols);
         break;
     case 2:
         bp_gemm_rows_avx2(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
-                          relu, kc, 2);
+                          relu, kc, 2, cols);
         break;
     case 3:
         bp_gemm_rows_avx2(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
-                          relu, kc, 3);
+                          relu, kc, 3, cols);
         break;
     case 4:
         bp_gemm_rows_avx2(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
-                          relu, kc, 4);
+                          relu, kc, 4, cols);
         break;
     case 5:
         bp_gemm_rows_avx2(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
-                          relu, kc, 5);
+                          relu, kc, 5, cols);
         break;
     case 6:
         bp_gemm_rows_avx2(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
-                          relu, kc, 6);
+                          relu, kc, 6, cols);
         break;
     }
 }

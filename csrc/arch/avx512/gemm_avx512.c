@@ -9,26 +9,32 @@
 #define MR 12
 #define NR 32
 
-/* c_row = relu?(alpha * acc + beta * c_row + bias) for one 16-wide half. */
-static inline __m512 bp_epilogue16(__m512 acc, const float *c,
-                                   __m512 alpha, float beta,
-                                   const float *bias, int relu)
+/*
+ * c_row = relu?(alpha * acc + beta * c_row + bias) for the lanes of one
+ * 16-wide half that `mask` selects; the others are neither read nor
+ * written.
+ */
+static inline void bp_epilogue16(float *c, __mmask16 mask, __m512 acc,
+                                 __m512 alpha, float beta,
+                                 const float *bias, int relu)
 {
     __m512 v = _mm512_mul_ps(alpha, acc);
 
     if (beta != 0.0f)
-        v = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_loadu_ps(c), v);
+        v = _mm512_fmadd_ps(_mm512_set1_ps(beta),
+                            _mm512_maskz_loadu_ps(mask, c), v);
     if (bias != NULL)
-        v = _mm512_add_ps(v, _mm512_loadu_ps(bias));
+        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, bias));
     if (relu)
         v = _mm512_max_ps(_mm512_setzero_ps(), v);
-    return v;
+    _mm512_mask_storeu_ps(c, mask, v);
 }
 
 /*
- * The first `rows` rows of a tile; `rows` is a constant in every caller,
- * so each row count gets its own fully unrolled copy.
- *   c     rows x NR, leading dimension ldc
+ * The first `rows` rows and `cols` columns of a tile; `rows` is a
+ * constant in every caller, so each row count gets its own fully unrolled
+ * copy.
+ *   c     rows x cols, leading dimension ldc
  *   a     element (i, p) at a[i * a_rs + p * a_cs]
  *   b     kc x NR: packed (ldb = NR) or rows of B in place (ldb >= NR)
  *   bias  NR or NULL
@@ -37,7 +43,7 @@ static inline __attribute__((always_inline)) void
 bp_gemm_rows_avx512(float *c, int64_t ldc, const float *a, int64_t a_rs,
                     int64_t a_cs, const float *b, int64_t ldb, float alpha,
                     float beta, const float *bias, int relu, int64_t kc,
-                    const int rows)
+                    const int rows, int cols)
 {
     __m512 acc[MR][2];
 
@@ -69,15 +75,17 @@ bp_gemm_rows_avx512(float *c, int64_t ldc, const float *a, int64_t a_rs,
     }
 
     __m512 va = _mm512_set1_ps(alpha);
+    __mmask16 lo = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
+    __mmask16 hi = (__mmask16)((1u << (cols - 16)) - 1);
+
 #pragma GCC unroll 12
     for (int i = 0; i < rows; i++) {
         float *ci = c + i * ldc;
 
-        _mm512_storeu_ps(ci, bp_epilogue16(acc[i][0], ci, va, beta, bias,
-                                           relu));
-        _mm512_storeu_ps(ci + 16,
-                         bp_epilogue16(acc[i][1], ci + 16, va, beta,
-                                       bias ? bias + 16 : NULL, relu));
+        bp_epilogue16(ci, lo, acc[i][0], va, beta, bias, relu);
+        if (cols > 16)
+            bp_epilogue16(ci + 16, hi, acc[i][1], va, beta,
+                          bias != NULL ? bias + 16 : NULL, relu);
     }
 }
 
@@ -86,56 +94,56 @@ static void bp_gemm_micro_avx512(float *c, int64_t ldc, const float *a,
                                  int64_t a_rs, int64_t a_cs, const float *b,
                                  int64_t ldb, float alpha, float beta,
                                  const float *bias, int relu, int64_t kc,
-                                 int rows)
+                                 int rows, int cols)
 {
     switch (rows) {
     case 1:
         bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
-                            relu, kc, 1);
+                            relu, kc, 1, cols);
         break;
     case 2:
         bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
-                            relu, kc, 2);
+                            relu, kc, 2, cols);
         break;
     case 3:
         bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
-                            relu, kc, 3);
+                            relu, kc, 3, cols);
         break;
     case 4:
         bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
-                            relu, kc, 4);
+                            relu, kc, 4, cols);
         break;
     case 5:
         bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
-                            relu, kc, 5);
+                            relu, kc, 5, cols);
         break;
     case 6:
         bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
-                            relu, kc, 6);
+                            relu, kc, 6, cols);
         break;
     case 7:
         bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
-                            relu, kc, 7);
+                            relu, kc, 7, cols);
         break;
     case 8:
         bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
-                            relu, kc, 8);
+                            relu, kc, 8, cols);
         break;
     case 9:
         bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
-                            relu, kc, 9);
+                            relu, kc, 9, cols);
         break;
     case 10:
         bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
-                            relu, kc, 10);
+                            relu, kc, 10, cols);
         break;
     case 11:
         bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
-                            relu, kc, 11);
+                            relu, kc, 11, cols);
         break;
     case 12:
         bp_gemm_rows_avx512(c, ldc, a, a_rs, a_cs, b, ldb, alpha, beta, bias,
-                            relu, kc, 12);
+                            relu, kc, 12, cols);
         break;
     }
 }

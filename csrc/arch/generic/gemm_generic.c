@@ -9,7 +9,7 @@
 #define NR 8
 
 /*
- *   c     rows x NR (rows <= MR), leading dimension ldc
+ *   c     rows x cols (at most MR x NR), leading dimension ldc
  *   a     element (i, p) at a[i * a_rs + p * a_cs]
  *   b     kc x NR: packed (ldb = NR) or rows of B in place (ldb >= NR)
  *   bias  NR or NULL
@@ -19,7 +19,7 @@ static void bp_gemm_micro_generic(float *c, int64_t ldc, const float *a,
                                   const float *b, int64_t ldb,
                                   float alpha, float beta,
                                   const float *bias, int relu, int64_t kc,
-                                  int rows)
+                                  int rows, int cols)
 {
     float acc[MR][NR] = {{0.0f}};
 
@@ -41,16 +41,16 @@ static void bp_gemm_micro_generic(float *c, int64_t ldc, const float *a,
         for (int j = 0; j < NR; j++)
             row[j] = alpha * acc[i][j];
         if (beta != 0.0f)
-            for (int j = 0; j < NR; j++)
+            for (int j = 0; j < cols; j++)
                 row[j] += beta * ci[j];
         if (bias != NULL)
-            for (int j = 0; j < NR; j++)
+            for (int j = 0; j < cols; j++)
                 row[j] += bias[j];
         /* Written so that NaN passes through, as max(0, x) does in SIMD. */
         if (relu)
             for (int j = 0; j < NR; j++)
                 row[j] = row[j] < 0.0f ? 0.0f : row[j];
-        for (int j = 0; j < NR; j++)
+        for (int j = 0; j < cols; j++)
             ci[j] = row[j];
     }
 }
