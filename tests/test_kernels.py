@@ -676,7 +676,7 @@ def test_cross_entropy_value_and_gradient(simd):
     logits = _grid(rng, 5, 7)
     labels = np.array([0, 6, 3, 3, 1])
     loss, grad = K.cross_entropy(logits, labels, grad=True)
-    assert loss == pytest.approx(_cross_entropy64(logits, labels), rel=1e-9)
+    assert loss == pytest.approx(_cross_entropy64(logits, labels), rel=1e-7)  # float exponentials
 
     onehot = np.eye(7)[labels]
     expected = (_act64(logits, "softmax") - onehot) / len(labels)

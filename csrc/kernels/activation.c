@@ -3,7 +3,8 @@
  *
  * Design decisions:
  * - Sigmoid uses the sign-split form, 1 / (1 + e^-x) for x >= 0 and
- *   e^x / (1 + e^x) otherwise, so exp never overflows for any x.
+ *   e^x / (1 + e^x) otherwise, so exp only ever sees -|x| and never
+ *   overflows.
  * - Softmax subtracts the row maximum before exp, which makes it
  *   shift-invariant and finite for any finite row; the row sum is kept
  *   in double.
@@ -16,6 +17,7 @@
 
 #include "core/check.h"
 #include "core/threads.h"
+#include "kernels/exp.h"
 
 #include <math.h>
 #include <string.h>
@@ -25,11 +27,10 @@
 
 static float bp_sigmoid(float x)
 {
-    if (x >= 0.0f)
-        return 1.0f / (1.0f + expf(-x));
+    float e = bp_exp_neg(-fabsf(x));
+    float s = 1.0f / (1.0f + e);
 
-    float e = expf(x);
-    return e / (1.0f + e);
+    return x >= 0.0f ? s : e * s;
 }
 
 /* NOTE: `x < 0` rather than `x > 0` so that NaN passes through relu. */
@@ -71,7 +72,7 @@ static void bp_softmax_row(float *y, const float *x, int64_t cols)
 
     double sum = 0.0;
     for (int64_t j = 0; j < cols; j++) {
-        y[j] = expf(x[j] - max);
+        y[j] = bp_exp_neg(x[j] - max);
         sum += y[j];
     }
 

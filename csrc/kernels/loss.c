@@ -15,6 +15,7 @@
 
 #include "core/check.h"
 #include "core/threads.h"
+#include "kernels/exp.h"
 
 #include <math.h>
 
@@ -114,11 +115,11 @@ static double bp_cross_entropy_row(const bp_loss_args *a, int64_t i)
     float *g = a->grad != NULL ? a->grad + i * a->cols : NULL;
     double sum = 0.0;
     for (int64_t j = 0; j < a->cols; j++) {
-        double e = exp((double)z[j] - max);
+        float e = bp_exp_neg(z[j] - max);
 
         sum += e;
         if (g != NULL)
-            g[j] = (float)e;
+            g[j] = e;
     }
 
     if (g != NULL) {
