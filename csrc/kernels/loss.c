@@ -21,6 +21,9 @@
 
 #define BP_LOSS_CHUNKS 64
 
+/* Exponentials of a cross-entropy row taken per vectorised pass. */
+#define BP_EXP_BLOCK 256
+
 /* The buffers of one loss call; `scale` turns a difference into a grad. */
 typedef struct bp_loss_args {
     float *grad;
@@ -111,15 +114,21 @@ static double bp_cross_entropy_row(const bp_loss_args *a, int64_t i)
     for (int64_t j = 1; j < a->cols; j++)
         max = z[j] > max ? z[j] : max;
 
-    /* With a gradient, keep each exp there to normalise it afterwards. */
+    /* With a gradient, keep each exp there to normalise it afterwards.
+       The exponentials are taken a block at a time, apart from the
+       double-precision sum, so that their loop vectorises. */
     float *g = a->grad != NULL ? a->grad + i * a->cols : NULL;
+    float block[BP_EXP_BLOCK];
     double sum = 0.0;
-    for (int64_t j = 0; j < a->cols; j++) {
-        float e = bp_exp_neg(z[j] - max);
+    for (int64_t j0 = 0; j0 < a->cols; j0 += BP_EXP_BLOCK) {
+        int64_t n = a->cols - j0 < BP_EXP_BLOCK ? a->cols - j0
+                                                : BP_EXP_BLOCK;
+        float *e = g != NULL ? g + j0 : block;
 
-        sum += e;
-        if (g != NULL)
-            g[j] = e;
+        for (int64_t j = 0; j < n; j++)
+            e[j] = bp_exp_neg(z[j0 + j] - max);
+        for (int64_t j = 0; j < n; j++)
+            sum += e[j];
     }
 
     if (g != NULL) {
