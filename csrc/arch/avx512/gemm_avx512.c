@@ -76,7 +76,7 @@ bp_gemm_rows_avx512(float *c, int64_t ldc, const float *a, int64_t a_rs,
 
     __m512 va = _mm512_set1_ps(alpha);
     __mmask16 lo = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
-    __mmask16 hi = (__mmask16)((1u << (cols - 16)) - 1);
+    __mmask16 hi = cols > 16 ? (__mmask16)((1u << (cols - 16)) - 1) : 0;
 
 #pragma GCC unroll 12
     for (int i = 0; i < rows; i++) {
