@@ -25,6 +25,7 @@
 #include "kernels/gemm.h"
 
 #include "arch/dispatch.h"
+#include "core/check.h"
 #include "core/error.h"
 #include "core/threads.h"
 #include "kernels/activation.h"
@@ -437,6 +438,13 @@ bp_status bp_sgemm(float *c, int64_t ldc, const float *a, int64_t lda,
                        bp_trans_name(trans_b),
                        trans_b == BP_TRANS_NO ? "n" : "k",
                        (long long)b_cols);
+
+    /* Every buffer must be addressable: rows x leading dimension. */
+    BP_TRY(bp_check_shape(fn, "m", m, "ldc", ldc));
+    BP_TRY(bp_check_shape(fn, trans_a == BP_TRANS_NO ? "m" : "k",
+                          trans_a == BP_TRANS_NO ? m : k, "lda", lda));
+    BP_TRY(bp_check_shape(fn, trans_b == BP_TRANS_NO ? "k" : "n",
+                          trans_b == BP_TRANS_NO ? k : n, "ldb", ldb));
 
     /* A buffer may be NULL only when it holds no elements. */
     if (m > 0 && n > 0)

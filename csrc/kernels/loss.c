@@ -176,6 +176,10 @@ const char *bp_loss_name(bp_loss loss)
 bp_status bp_labels_check(const char *fn, const int32_t *labels,
                           int64_t rows, int64_t classes)
 {
+    if (classes < 1 && rows > 0)
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "%s: there are no classes (cols is 0), so no label "
+                       "is valid", fn);
     for (int64_t i = 0; i < rows; i++)
         if (labels[i] < 0 || labels[i] >= classes)
             return bp_fail(BP_STATUS_INVALID_ARGUMENT,
