@@ -22,8 +22,17 @@ cdef float _empty_f32[1]
 cdef int32_t _empty_i32[1]
 
 
-class DivergenceError(FloatingPointError):
-    """Training produced a loss or value that is NaN or infinite."""
+class DivergenceError(FloatingPointError, ValueError):
+    """Training produced a loss or value that is NaN or infinite.
+
+    Also a ValueError, so that every NaN or infinity the model API meets
+    raises one kind of exception.
+    """
+
+
+class ModelFormatError(ValueError):
+    """A model file is empty, truncated, corrupt, not a model file, or
+    written by a newer version of bprop."""
 
 
 cdef int _check(bp_status status) except -1:
@@ -36,6 +45,10 @@ cdef int _check(bp_status status) except -1:
         raise MemoryError(message)
     if status == BP_STATUS_NOT_FINITE:
         raise DivergenceError(message)
+    if status == BP_STATUS_IO:
+        raise OSError(message)
+    if status == BP_STATUS_FORMAT:
+        raise ModelFormatError(message)
     raise RuntimeError(f"{bp_status_name(status).decode()}: {message}")
 
 
@@ -95,6 +108,14 @@ def get_num_threads():
 
 def set_num_threads(int n):
     _check(bp_set_num_threads(n))
+
+
+def get_local_num_threads():
+    return bp_get_local_num_threads()
+
+
+def set_local_num_threads(int n):
+    _check(bp_set_local_num_threads(n))
 
 
 def has_openmp():
@@ -260,9 +281,44 @@ cdef int _copy_in(float *dst, const float[::1] values, int64_t n) except -1:
     return 0
 
 
+def shuffle_order(int64_t[::1] out, uint64_t seed, uint64_t epoch):
+    """Fill `out` with the row order of a shuffled epoch (seed, epoch)."""
+    cdef bp_status s
+    if out.shape[0] == 0:
+        return
+    with nogil:
+        s = bp_shuffle_order(&out[0], out.shape[0], seed, epoch)
+    _check(s)
+
+
 # ---------------------------------------------------------------------------
 # Networks
 # ---------------------------------------------------------------------------
+
+cdef class _FloatSlab:
+    """A writable 1-D float32 buffer over memory that `owner` (a Net)
+    holds. Arrays made from it keep it, and so the Net, alive."""
+    cdef object owner
+    cdef float *data
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]
+
+    def __getbuffer__(self, Py_buffer *buf, int flags):
+        buf.buf = self.data
+        buf.obj = self
+        buf.len = self.shape[0] * sizeof(float)
+        buf.readonly = 0
+        buf.itemsize = sizeof(float)
+        buf.format = b"f"
+        buf.ndim = 1
+        buf.shape = self.shape
+        buf.strides = self.strides
+        buf.suboffsets = NULL
+        buf.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer *buf):
+        pass
+
 
 cdef class Workspace:
     """Scratch for predicting up to ``max_batch`` rows at a time.
@@ -360,6 +416,29 @@ cdef class Net:
     def get_grads(self, float[::1] out):
         _copy_out(out, bp_net_grads(self.net), bp_net_n_params(self.net))
 
+    def grads_array(self):
+        """The gradient slab as a writable float32 NumPy array over the
+        network's own memory, without a copy; it keeps this Net alive."""
+        import numpy
+        cdef _FloatSlab slab = _FloatSlab.__new__(_FloatSlab)
+        slab.owner = self
+        slab.data = bp_net_grads_mut(self.net)
+        slab.shape[0] = bp_net_n_params(self.net)
+        slab.strides[0] = sizeof(float)
+        return numpy.asarray(slab)
+
+    def apply_gradients(self, float lr, float momentum, bint nesterov, float l2):
+        """One SGD step from the gradient slab as it stands."""
+        cdef bp_status s
+        cdef bp_sgd_config cfg
+        cfg.lr = lr
+        cfg.momentum = momentum
+        cfg.nesterov = nesterov
+        cfg.l2 = l2
+        with nogil:
+            s = bp_net_apply_gradients(self.net, &cfg)
+        _check(s)
+
     def get_velocity(self, float[::1] out):
         _copy_out(out, bp_net_velocity(self.net), bp_net_n_params(self.net))
 
@@ -414,3 +493,187 @@ cdef class Net:
                                 x.shape[0], &loss)
         _check(s)
         return loss
+
+
+# ---------------------------------------------------------------------------
+# Model files
+# ---------------------------------------------------------------------------
+#
+# The Python side describes a file's optional sections as a dict, the
+# "state": any of
+#   "optimizer": (lr, momentum, nesterov, l2)
+#   "progress":  (epochs, steps)
+#   "rng":       (seed, init code, next shuffle stream)
+#   "labels":    ("int", int64 array) | ("float", float64 array)
+#                | ("str", list of str)
+#   "scaling":   (mean, scale), float64 arrays of one value per input
+#   "metadata":  {str: str}
+# The caller checks types and sizes; the C setters check values.
+
+MODEL_FORMAT_VERSION = BPROP_MODEL_FORMAT_VERSION
+
+
+cdef int _set_labels(bp_model_extras *ex, str kind, values) except -1:
+    cdef const int64_t[::1] ints
+    cdef const double[::1] floats
+    cdef const char **texts
+    cdef int64_t i, n = len(values)
+    if n == 0:
+        return 0
+    if kind == "int":
+        ints = values
+        _check(bp_model_extras_set_labels_int(ex, &ints[0], n))
+    elif kind == "float":
+        floats = values
+        _check(bp_model_extras_set_labels_float(ex, &floats[0], n))
+    else:
+        encoded = [value.encode("utf-8") for value in values]
+        texts = <const char **>malloc(n * sizeof(const char *))
+        if texts == NULL:
+            raise MemoryError()
+        try:
+            for i in range(n):
+                texts[i] = <bytes>encoded[i]
+            _check(bp_model_extras_set_labels_string(ex, texts, n))
+        finally:
+            free(texts)
+    return 0
+
+
+cdef bp_model_extras *_extras_new(dict state) except NULL:
+    """New extras holding `state`; the caller frees them."""
+    cdef bp_model_extras *ex = NULL
+    cdef bp_sgd_config cfg
+    cdef const double[::1] mean
+    cdef const double[::1] scale
+    _check(bp_model_extras_create(&ex))
+    try:
+        if state.get("optimizer") is not None:
+            cfg.lr, cfg.momentum, cfg.nesterov, cfg.l2 = state["optimizer"]
+            _check(bp_model_extras_set_optimizer(ex, &cfg))
+        if state.get("progress") is not None:
+            epochs, steps = state["progress"]
+            _check(bp_model_extras_set_progress(ex, epochs, steps))
+        if state.get("rng") is not None:
+            seed, init, stream = state["rng"]
+            _check(bp_model_extras_set_rng(ex, seed, <bp_init><int>init,
+                                           stream))
+        if state.get("labels") is not None:
+            _set_labels(ex, state["labels"][0], state["labels"][1])
+        if state.get("scaling") is not None:
+            mean, scale = state["scaling"]
+            if mean.shape[0] != scale.shape[0]:
+                raise ValueError("mean and scale differ in length")
+            if mean.shape[0] > 0:
+                _check(bp_model_extras_set_scaling(ex, &mean[0], &scale[0],
+                                                   mean.shape[0]))
+        for key, value in (state.get("metadata") or {}).items():
+            _check(bp_model_extras_set_meta(ex, key.encode("utf-8"),
+                                            value.encode("utf-8")))
+    except BaseException:
+        bp_model_extras_free(ex)
+        raise
+    return ex
+
+
+cdef dict _extras_state(const bp_model_extras *ex):
+    """The state that `ex` holds, as _extras_new takes it."""
+    cdef bp_sgd_config cfg
+    cdef uint64_t a, b, c
+    cdef bp_init init
+    cdef const double *mean
+    cdef const double *scale
+    cdef const int64_t *ints
+    cdef const double *floats
+    cdef int64_t i, n
+    state = {}
+    if bp_model_extras_get_optimizer(ex, &cfg):
+        state["optimizer"] = (cfg.lr, cfg.momentum, bool(cfg.nesterov), cfg.l2)
+    if bp_model_extras_get_progress(ex, &a, &b):
+        state["progress"] = (a, b)
+    if bp_model_extras_get_rng(ex, &a, &init, &c):
+        state["rng"] = (a, <int>init, c)
+
+    n = bp_model_extras_n_labels(ex)
+    kind = bp_model_extras_label_type(ex)
+    if kind == BP_LABEL_TYPE_INT:
+        ints = bp_model_extras_labels_int(ex)
+        state["labels"] = ("int", [ints[i] for i in range(n)])
+    elif kind == BP_LABEL_TYPE_FLOAT:
+        floats = bp_model_extras_labels_float(ex)
+        state["labels"] = ("float", [floats[i] for i in range(n)])
+    elif kind == BP_LABEL_TYPE_STRING:
+        state["labels"] = ("str", [
+            bp_model_extras_label_string(ex, i).decode("utf-8")
+            for i in range(n)])
+
+    n = bp_model_extras_get_scaling(ex, &mean, &scale)
+    if n > 0:
+        state["scaling"] = ([mean[i] for i in range(n)],
+                            [scale[i] for i in range(n)])
+    state["metadata"] = {
+        bp_model_extras_meta_key(ex, i).decode("utf-8"):
+            bp_model_extras_meta_value(ex, i).decode("utf-8")
+        for i in range(bp_model_extras_n_meta(ex))}
+    return state
+
+
+def net_save(Net net, bytes path, dict state):
+    """Writes `net` and `state` to the file `path` (file system bytes)."""
+    cdef const char *c_path = path
+    cdef bp_model_extras *ex = _extras_new(state)
+    cdef bp_status s
+    with nogil:
+        s = bp_net_save(net.net, c_path, ex)
+    bp_model_extras_free(ex)
+    _check(s)
+
+
+def net_load(bytes path):
+    """(Net, state) read from the file `path` (file system bytes)."""
+    cdef const char *c_path = path
+    cdef Net net = Net.__new__(Net)
+    cdef bp_model_extras *ex = NULL
+    cdef bp_status s
+    with nogil:
+        s = bp_net_load(&net.net, c_path, &ex)
+    _check(s)
+    try:
+        return net, _extras_state(ex)
+    finally:
+        bp_model_extras_free(ex)
+
+
+def net_dumps(Net net, dict state):
+    """The bytes of the model file net_save would write."""
+    cdef bp_model_extras *ex = _extras_new(state)
+    cdef size_t size = 0
+    cdef unsigned char[::1] view
+    cdef bp_status s
+    try:
+        with nogil:
+            s = bp_net_save_buffer(net.net, ex, NULL, 0, &size)
+        _check(s)
+        out = bytearray(size)
+        view = out
+        with nogil:
+            s = bp_net_save_buffer(net.net, ex, &view[0], size, &size)
+        _check(s)
+    finally:
+        bp_model_extras_free(ex)
+    return bytes(out)
+
+
+def net_loads(const unsigned char[::1] data):
+    """(Net, state) read from the bytes of a model file."""
+    cdef Net net = Net.__new__(Net)
+    cdef bp_model_extras *ex = NULL
+    cdef const unsigned char *p = &data[0] if data.shape[0] > 0 else NULL
+    cdef bp_status s
+    with nogil:
+        s = bp_net_load_buffer(&net.net, p, data.shape[0], &ex)
+    _check(s)
+    try:
+        return net, _extras_state(ex)
+    finally:
+        bp_model_extras_free(ex)

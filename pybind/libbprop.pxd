@@ -14,6 +14,8 @@ cdef extern from "bprop.h" nogil:
         BP_STATUS_NOT_FINITE
         BP_STATUS_UNSUPPORTED
         BP_STATUS_INTERNAL
+        BP_STATUS_IO
+        BP_STATUS_FORMAT
 
     const char *bp_last_error()
     const char *bp_status_name(bp_status status)
@@ -30,6 +32,8 @@ cdef extern from "bprop.h" nogil:
     const char *bp_simd_name(bp_simd level)
     int bp_get_num_threads()
     bp_status bp_set_num_threads(int n)
+    bp_status bp_set_local_num_threads(int n)
+    int bp_get_local_num_threads()
     int bp_has_openmp()
 
     # Kernels: matrix multiply
@@ -127,6 +131,7 @@ cdef extern from "bprop.h" nogil:
     float *bp_net_params(bp_net *net)
     const float *bp_net_params_const(const bp_net *net)
     const float *bp_net_grads(const bp_net *net)
+    float *bp_net_grads_mut(bp_net *net)
     float *bp_net_velocity(bp_net *net)
     bp_status bp_net_layer_offsets(const bp_net *net, int i,
                                    int64_t *w_offset, int64_t *b_offset)
@@ -137,6 +142,9 @@ cdef extern from "bprop.h" nogil:
                                  const float *x, const float *y,
                                  const int32_t *labels, int64_t batch,
                                  double *loss)
+    bp_status bp_net_apply_gradients(bp_net *net, const bp_sgd_config *sgd)
+    bp_status bp_shuffle_order(int64_t *order, int64_t n, uint64_t seed,
+                               uint64_t epoch)
     bp_status bp_net_train_epoch(bp_net *net, const bp_sgd_config *sgd,
                                  const float *x, const float *y,
                                  const int32_t *labels, int64_t n,
@@ -152,3 +160,68 @@ cdef extern from "bprop.h" nogil:
                               const float *x, const float *y,
                               const int32_t *labels, int64_t n,
                               double *loss)
+
+    # Model files
+    int BPROP_MODEL_FORMAT_VERSION
+
+    ctypedef struct bp_model_extras:
+        pass
+
+    ctypedef enum bp_label_type:
+        BP_LABEL_TYPE_NONE
+        BP_LABEL_TYPE_INT
+        BP_LABEL_TYPE_FLOAT
+        BP_LABEL_TYPE_STRING
+
+    bp_status bp_model_extras_create(bp_model_extras **out)
+    void bp_model_extras_free(bp_model_extras *ex)
+    bp_status bp_model_extras_set_optimizer(bp_model_extras *ex,
+                                            const bp_sgd_config *sgd)
+    int bp_model_extras_get_optimizer(const bp_model_extras *ex,
+                                      bp_sgd_config *sgd)
+    bp_status bp_model_extras_set_progress(bp_model_extras *ex,
+                                           uint64_t epochs, uint64_t steps)
+    int bp_model_extras_get_progress(const bp_model_extras *ex,
+                                     uint64_t *epochs, uint64_t *steps)
+    bp_status bp_model_extras_set_rng(bp_model_extras *ex, uint64_t seed,
+                                      bp_init init, uint64_t next_stream)
+    int bp_model_extras_get_rng(const bp_model_extras *ex, uint64_t *seed,
+                                bp_init *init, uint64_t *next_stream)
+    bp_status bp_model_extras_set_labels_int(bp_model_extras *ex,
+                                             const int64_t *labels, int64_t n)
+    bp_status bp_model_extras_set_labels_float(bp_model_extras *ex,
+                                               const double *labels,
+                                               int64_t n)
+    bp_status bp_model_extras_set_labels_string(bp_model_extras *ex,
+                                                const char *const *labels,
+                                                int64_t n)
+    bp_label_type bp_model_extras_label_type(const bp_model_extras *ex)
+    int64_t bp_model_extras_n_labels(const bp_model_extras *ex)
+    const int64_t *bp_model_extras_labels_int(const bp_model_extras *ex)
+    const double *bp_model_extras_labels_float(const bp_model_extras *ex)
+    const char *bp_model_extras_label_string(const bp_model_extras *ex,
+                                             int64_t i)
+    bp_status bp_model_extras_set_scaling(bp_model_extras *ex,
+                                          const double *mean,
+                                          const double *scale, int64_t n)
+    int64_t bp_model_extras_get_scaling(const bp_model_extras *ex,
+                                        const double **mean,
+                                        const double **scale)
+    bp_status bp_model_extras_set_meta(bp_model_extras *ex, const char *key,
+                                       const char *value)
+    const char *bp_model_extras_get_meta(const bp_model_extras *ex,
+                                         const char *key)
+    int64_t bp_model_extras_n_meta(const bp_model_extras *ex)
+    const char *bp_model_extras_meta_key(const bp_model_extras *ex,
+                                         int64_t i)
+    const char *bp_model_extras_meta_value(const bp_model_extras *ex,
+                                           int64_t i)
+    bp_status bp_net_save(const bp_net *net, const char *path,
+                          const bp_model_extras *extras)
+    bp_status bp_net_load(bp_net **out, const char *path,
+                          bp_model_extras **extras)
+    bp_status bp_net_save_buffer(const bp_net *net,
+                                 const bp_model_extras *extras, void *buf,
+                                 size_t capacity, size_t *size)
+    bp_status bp_net_load_buffer(bp_net **out, const void *data, size_t size,
+                                 bp_model_extras **extras)

@@ -8,7 +8,6 @@ them.
 import json
 
 import pytest
-
 from bprop import bench
 from bprop.cli import main
 

@@ -182,7 +182,7 @@ def test_csv_non_numeric_feature(tmp_path, capsys):
     path.write_text("a,b,label\n1,2,0\n3,four,1\n5,6,0\n")
     status, message = fail(["train", "--csv", str(path)], capsys)
     assert status != 0
-    assert "every feature must be a number" in message and "'four'" in message
+    assert "line 3, column 'b': 'four' is not a finite number" in message
 
 
 def test_csv_ragged_row(tmp_path, capsys):
@@ -210,7 +210,7 @@ def test_csv_with_missing_values(tmp_path, capsys):
     path.write_text("a,b,label\n1,2,0\nnan,1,1\n5,6,0\n")
     status, message = fail(["train", "--csv", str(path)], capsys)
     assert status != 0
-    assert "has missing or infinite feature values" in message
+    assert "line 3, column 'a': 'nan' is not a finite number" in message
 
 
 # ----------------------------------------------------------------------
@@ -231,7 +231,7 @@ def test_csv_with_missing_values(tmp_path, capsys):
         (["--momentum", "1.5"], r"momentum must be in [0, 1), got 1.5"),
         (["--l2", "-1"], "l2 must be a finite number >= 0, got -1.0"),
         (["--momentum", "0", "--nesterov"], "nesterov=True needs momentum > 0"),
-        (["--seed", "-1"], "--seed must be >= 0, got -1"),
+        (["--seed", "-1"], "--seed must be in [0, 2**63), got -1"),
         (["--test-size", "1.5"], "--test-size must be in (0, 1), got 1.5"),
         (["--dataset", "iris"], "argument --dataset: invalid choice: 'iris'"),
         (["--target", "0"], "--target only applies to --csv"),
@@ -282,3 +282,74 @@ def test_version_from_the_console_script():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"bprop {bprop.__version__}"
     assert re.fullmatch(r"\d+\.\d+\.\d+", bprop.__version__)
+
+
+# A header, then rows whose label depends on the first two features.
+_GOOD_ROWS = [f"{a},{b},{int(a + b > 0)}" for a, b in np.random.default_rng(3).normal(size=(60, 2))]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a,b,y\n" + "\n".join(_GOOD_ROWS[:5]) + "\n1,2,\n", "line 7: the target 'y' is empty"),
+        ("a,b,y\n" + "\n".join(_GOOD_ROWS[:5]) + "\n1,2,nan\n", "'nan', not a finite number"),
+        ("a,b,y\n" + "\n".join(_GOOD_ROWS[:5]) + "\n1,NA,0\n", "line 7, column 'b': 'NA'"),
+        ("a,b,y\n" + "\n".join(_GOOD_ROWS[:5]) + "\n1e300,2,0\n", "fits in float32"),
+        ("1,2,0\n" + "\n".join(_GOOD_ROWS[:5]) + "\n", "needs a header row"),
+        ("y\n1\n2\n", "needs at least one feature column"),
+    ],
+    ids=["empty-target", "nan-target", "na-feature", "huge-feature", "no-header", "one-column"],
+)
+def test_csv_problems_name_the_line_and_column(tmp_path, capsys, text, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    status, error = fail(["train", "--quiet", str(path)], capsys)
+    assert status != 0
+    assert message in error
+
+
+def test_csv_not_utf8(tmp_path, capsys):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("caf\xe9,b,y\n1,2,0\n3,4,1\n".encode("latin-1"))
+    status, error = fail(["train", "--quiet", str(path)], capsys)
+    assert status != 0 and "is not UTF-8 text" in error
+
+
+@pytest.mark.parametrize(
+    "header, separator, prefix",
+    [("a,b,y", ",", "\ufeff"), ("a ; b ; y", ";", ""), ("a\tb\ty", "\t", "")],
+    ids=["bom", "semicolons-and-spaces", "tabs"],
+)
+def test_csv_dialects_give_the_same_result(tmp_path, capsys, header, separator, prefix):
+    plain = tmp_path / "plain.csv"
+    plain.write_text("a,b,y\n" + "\n".join(_GOOD_ROWS) + "\n")
+    other = tmp_path / "other.csv"
+    rows = [row.replace(",", separator) for row in _GOOD_ROWS]
+    other.write_text(prefix + header + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    assert main(["train", "--quiet", str(plain), "--target", "y"]) == 0
+    expected = _result_lines(capsys.readouterr().out)[1:]
+    assert main(["train", "--quiet", str(other), "--target", "y"]) == 0
+    assert _result_lines(capsys.readouterr().out)[1:] == expected
+
+
+def test_unique_integer_targets_are_regression(tmp_path, capsys):
+    path = tmp_path / "ids.csv"
+    rows = [f"{i / 40},{i}" for i in range(40)]
+    path.write_text("x,y\n" + "\n".join(rows) + "\n")
+    assert main(["train", "--quiet", str(path)]) == 0
+    assert "regression" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--lr", "1e-50"], "out of float32's range"),
+        (["--lr", "1e39"], "out of float32's range"),
+        (["--threads", "99999999999"], "<= 4096"),
+        (["--seed", str(2**64)], "--seed must be in [0, 2**63)"),
+        (["--full-batch", "--batch-size", "5"], "not both"),
+    ],
+)
+def test_out_of_range_options(capsys, argv, message):
+    status, error = fail(["train", "--quiet", *argv], capsys)
+    assert status != 0 and message in error

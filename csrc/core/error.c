@@ -41,6 +41,10 @@ const char *bp_status_name(bp_status status)
         return "unsupported";
     case BP_STATUS_INTERNAL:
         return "internal error";
+    case BP_STATUS_IO:
+        return "input/output error";
+    case BP_STATUS_FORMAT:
+        return "bad model file";
     }
     return "unknown status";
 }

@@ -317,6 +317,11 @@ const float *bp_net_grads(const bp_net *net)
     return net != NULL ? net->grads : NULL;
 }
 
+float *bp_net_grads_mut(bp_net *net)
+{
+    return net != NULL ? net->grads : NULL;
+}
+
 float *bp_net_velocity(bp_net *net)
 {
     return net != NULL ? net->velocity : NULL;

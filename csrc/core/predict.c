@@ -7,12 +7,16 @@
  *   write in turn.
  * - Rows are processed in chunks of the workspace's batch size, so any
  *   n works with a small workspace.
+ * - A NaN or infinite output of the last layer (a logit, with a fused
+ *   loss) is an error, checked before softmax or sigmoid could hide it:
+ *   sigmoid(inf) is 1, and softmax turns one overflowing row into NaN.
  */
 #include "core/net.h"
 
 #include "core/check.h"
 #include "core/memory.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 bp_status bp_workspace_create(bp_workspace **out, const bp_net *net,
@@ -78,6 +82,33 @@ static bp_status bp_infer_check(const char *fn, const bp_net *net,
 }
 
 /*
+ * Fails with BP_STATUS_NOT_FINITE if an output of the last layer is NaN
+ * or infinite, naming its row; `first` is the row z starts at.
+ *   z  rows x O  (IN)
+ */
+static bp_status bp_outputs_check(const char *fn, const float *z,
+                                  int64_t rows, int64_t cols, int64_t first)
+{
+    int64_t n = rows * cols;
+    int bad = 0;
+
+    /* A branch-free pass first: the common, finite case vectorises. */
+    for (int64_t i = 0; i < n; i++)
+        bad |= !isfinite(z[i]);
+    if (!bad)
+        return BP_STATUS_OK;
+
+    int64_t i = 0;
+    while (isfinite(z[i]))
+        i++;
+    return bp_fail(BP_STATUS_NOT_FINITE,
+                   "%s: the output of row %lld is %g, not finite: the "
+                   "inputs are NaN or infinite, or the weights are too "
+                   "large for these inputs", fn,
+                   (long long)(first + i / cols), (double)z[i]);
+}
+
+/*
  * The forward pass of `rows` <= max_batch rows. Returns the last layer's
  * output (logits with a fused loss), in the workspace or, when `out` is
  * not NULL, in `out`.
@@ -123,6 +154,7 @@ bp_status bp_net_predict(const bp_net *net, bp_workspace *ws, float *out,
         float *o = out + start * n_out;
 
         bp_forward(net, ws, o, x + start * n_in, rows);
+        BP_TRY(bp_outputs_check(fn, o, rows, n_out, start));
         if (link != BP_ACTIVATION_IDENTITY)
             BP_TRY(bp_activation_forward(o, o, link, rows, n_out));
     }
@@ -155,6 +187,7 @@ bp_status bp_net_evaluate(const bp_net *net, bp_workspace *ws,
         const float *z = bp_forward(net, ws, NULL, x + start * n_in, rows);
         double part = 0.0;
 
+        BP_TRY(bp_outputs_check(fn, z, rows, n_out, start));
         BP_TRY(bp_net_loss_of(net, &part, NULL, z,
                               y != NULL ? y + start * n_out : NULL,
                               labels != NULL ? labels + start : NULL, rows));

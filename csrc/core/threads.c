@@ -28,7 +28,17 @@
  * whole process; 0 means "not set" and leaves OpenMP's default.
  */
 static atomic_int bp_num_threads = 0;
+
+/* Nonzero in a child created by fork(): it keeps one thread for good. */
+static atomic_int bp_forked_child = 0;
 #endif
+
+/*
+ * The calling thread's own count, set by bp_set_local_num_threads; 0
+ * means "none" and defers to the process-wide count. Several threads
+ * can then each train a network with their own number of threads.
+ */
+static _Thread_local int bp_local_num_threads = 0;
 
 #if defined(_OPENMP) && defined(BP_HAVE_PTHREAD)
 static atomic_int bp_fork_handler_registered = 0;
@@ -40,13 +50,22 @@ static atomic_int bp_fork_handler_registered = 0;
  */
 static void bp_after_fork_in_child(void)
 {
+    atomic_store(&bp_forked_child, 1);
     omp_set_num_threads(1);
     atomic_store(&bp_num_threads, 1);
+    bp_local_num_threads = 0;
 }
 
+/*
+ * NOTE: the plain load comes first because kernels call this on every
+ * call from every thread: an unconditional atomic write would bounce the
+ * flag's cache line between cores that train networks side by side.
+ */
 static void bp_register_fork_handler(void)
 {
-    if (atomic_exchange(&bp_fork_handler_registered, 1) == 0)
+    if (atomic_load_explicit(&bp_fork_handler_registered,
+                             memory_order_relaxed) == 0 &&
+        atomic_exchange(&bp_fork_handler_registered, 1) == 0)
         pthread_atfork(NULL, NULL, bp_after_fork_in_child);
 }
 
@@ -66,6 +85,12 @@ static void bp_register_fork_handler(void)
 int bp_get_num_threads(void)
 {
 #if defined(_OPENMP)
+    /* Counts set after a fork() would wake the lost pool: ignore them. */
+    if (atomic_load_explicit(&bp_forked_child, memory_order_relaxed))
+        return 1;
+    if (bp_local_num_threads > 0)
+        return bp_local_num_threads;
+
     int n = atomic_load(&bp_num_threads);
 
     return n > 0 ? n : omp_get_max_threads();
@@ -87,6 +112,23 @@ bp_status bp_set_num_threads(int n)
     omp_set_num_threads(n);
 #endif
     return BP_STATUS_OK;
+}
+
+bp_status bp_set_local_num_threads(int n)
+{
+    if (n < 0)
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "bp_set_local_num_threads: argument 'n' is %d; it "
+                       "must be >= 0 (0 removes the override)", n);
+
+    bp_register_fork_handler();
+    bp_local_num_threads = n;
+    return BP_STATUS_OK;
+}
+
+int bp_get_local_num_threads(void)
+{
+    return bp_local_num_threads;
 }
 
 int bp_has_openmp(void)

@@ -198,6 +198,16 @@ bp_status bp_net_train_batch(bp_net *net, const bp_sgd_config *sgd,
     return BP_STATUS_OK;
 }
 
+bp_status bp_net_apply_gradients(bp_net *net, const bp_sgd_config *sgd)
+{
+    static const char fn[] = "bp_net_apply_gradients";
+
+    BP_REQUIRE_PTR(fn, net);
+    BP_TRY(bp_sgd_check(fn, sgd));
+    bp_net_step(net, sgd);
+    return BP_STATUS_OK;
+}
+
 /* Makes `order` hold n row indices. */
 static bp_status bp_order_reserve(const char *fn, bp_net *net, int64_t n)
 {
@@ -233,6 +243,22 @@ static void bp_gather(bp_net *net, const int64_t *order, int64_t rows,
         else
             memcpy(t->y + r * n_out, y + i * n_out, out_bytes);
     }
+}
+
+bp_status bp_shuffle_order(int64_t *order, int64_t n, uint64_t seed,
+                           uint64_t epoch)
+{
+    static const char fn[] = "bp_shuffle_order";
+
+    if (n < 0)
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "%s: argument 'n' is %lld; it must be >= 0", fn,
+                       (long long)n);
+    BP_REQUIRE_DATA(fn, order, n);
+    for (int64_t i = 0; i < n; i++)
+        order[i] = i;
+    bp_rng_shuffle(order, n, seed, epoch);
+    return BP_STATUS_OK;
 }
 
 bp_status bp_net_train_epoch(bp_net *net, const bp_sgd_config *sgd,

@@ -21,6 +21,10 @@
  *   for (epoch = 0; epoch < 20; epoch++)
  *       bp_net_train_epoch(net, &sgd, x, NULL, labels, n, 32, 1, seed,
  *                          epoch, &loss);
+ *   bp_net_save(net, "model.bpm", NULL);
+ *   bp_net_free(net);
+ *
+ *   bp_net_load(&net, "model.bpm", NULL);
  *   bp_workspace *ws;
  *   bp_workspace_create(&ws, net, 256);
  *   bp_net_predict(net, ws, out, x, n);
@@ -70,7 +74,9 @@ typedef enum bp_status {
     BP_STATUS_OUT_OF_MEMORY = 2,    /* an allocation failed */
     BP_STATUS_NOT_FINITE = 3,       /* a loss or value became NaN or inf */
     BP_STATUS_UNSUPPORTED = 4,      /* e.g. a SIMD level this CPU lacks */
-    BP_STATUS_INTERNAL = 5          /* a bug in bprop */
+    BP_STATUS_INTERNAL = 5,         /* a bug in bprop */
+    BP_STATUS_IO = 6,               /* a file cannot be read or written */
+    BP_STATUS_FORMAT = 7            /* a model file is corrupt or too new */
 } bp_status;
 
 /*
@@ -114,8 +120,11 @@ BP_API bp_status bp_simd_set(bp_simd level);
 BP_API const char *bp_simd_name(bp_simd level);
 
 /*
- * Threads used by the kernels: the last count set by bp_set_num_threads,
- * else OpenMP's default (1 when built without OpenMP).
+ * Threads used by the kernels called from this thread: its own count
+ * (bp_set_local_num_threads) if it has one, else the last count set by
+ * bp_set_num_threads, else OpenMP's default (1 when built without
+ * OpenMP). Always 1 in a child process created by fork(), whatever is
+ * set there: OpenMP's threads do not survive fork().
  */
 BP_API int bp_get_num_threads(void);
 
@@ -124,6 +133,18 @@ BP_API int bp_get_num_threads(void);
  * error.
  */
 BP_API bp_status bp_set_num_threads(int n);
+
+/*
+ * Sets the thread count for later calls made from the calling thread
+ * only, overriding bp_set_num_threads there while other threads keep
+ * theirs: several threads can each train a network, one thread each.
+ * n == 0 removes the override; n < 0 is an error. Results do not depend
+ * on it, as they do not depend on any thread count.
+ */
+BP_API bp_status bp_set_local_num_threads(int n);
+
+/* The calling thread's own count, or 0 when it has none. */
+BP_API int bp_get_local_num_threads(void);
 
 /* Nonzero when the library was built with OpenMP. */
 BP_API int bp_has_openmp(void);
@@ -357,6 +378,14 @@ BP_API const float *bp_net_params_const(const bp_net *net);
 /* Gradients of the last training step, laid out like the parameters. */
 BP_API const float *bp_net_grads(const bp_net *net);
 
+/*
+ * The same gradient slab, writable: a caller may scale or sum it in
+ * place (for instance all-reduce it across processes) between
+ * bp_net_gradient and bp_net_apply_gradients. Owned by the network and
+ * valid until bp_net_free.
+ */
+BP_API float *bp_net_grads_mut(bp_net *net);
+
 /* Momentum buffers, laid out like the parameters. */
 BP_API float *bp_net_velocity(bp_net *net);
 
@@ -382,6 +411,24 @@ BP_API bp_status bp_net_train_batch(bp_net *net, const bp_sgd_config *sgd,
                                     const float *x, const float *y,
                                     const int32_t *labels, int64_t batch,
                                     double *loss);
+
+/*
+ * One SGD step from whatever the gradient slab holds, as the second half
+ * of bp_net_train_batch (biases exempt from the L2 penalty). With
+ * bp_net_gradient and bp_net_grads_mut it lets a caller combine the
+ * gradients of several batches or processes before the update.
+ */
+BP_API bp_status bp_net_apply_gradients(bp_net *net,
+                                        const bp_sgd_config *sgd);
+
+/*
+ * The row order an epoch of bp_net_train_epoch visits with shuffling:
+ * a permutation of 0 .. n-1 drawn from (seed, epoch).
+ *   order  n  (OUT)
+ * Lets a caller split the same batches across processes.
+ */
+BP_API bp_status bp_shuffle_order(int64_t *order, int64_t n, uint64_t seed,
+                                  uint64_t epoch);
 
 /*
  * One pass over n samples in batches of batch_size (the last batch may
@@ -411,19 +458,196 @@ BP_API void bp_workspace_free(bp_workspace *ws);
  *   out  n x O  (OUT) the output layer's activation; with a fused loss,
  *        probabilities (softmax or sigmoid of the logits)
  *   x    n x I  (IN)
- * Reads the network only; thread-safe with distinct workspaces.
+ * Reads the network only; thread-safe with distinct workspaces. Fails
+ * with BP_STATUS_NOT_FINITE, naming the row, if an output of the last
+ * layer (a logit, with a fused loss) is NaN or infinite; earlier chunks
+ * of `out` are then written.
  */
 BP_API bp_status bp_net_predict(const bp_net *net, bp_workspace *ws,
                                 float *out, const float *x, int64_t n);
 
 /*
  * Mean loss over n rows without training (targets as in
- * bp_net_gradient), accumulated in double.
+ * bp_net_gradient), accumulated in double. Fails with
+ * BP_STATUS_NOT_FINITE as bp_net_predict does.
  */
 BP_API bp_status bp_net_evaluate(const bp_net *net, bp_workspace *ws,
                                  const float *x, const float *y,
                                  const int32_t *labels, int64_t n,
                                  double *loss);
+
+/* ---------------------------------------------------------------------
+ * Model files
+ *
+ * One portable binary format (docs/model-format.md) holds a network's
+ * layers, loss and parameters, and optionally what a bp_model_extras
+ * carries: the optimizer's settings with the momentum buffers, progress
+ * counters, the random generator's seed and position, class labels,
+ * input scaling and string metadata. Files are little-endian on every
+ * platform and end with a CRC-32 checksum.
+ *
+ *   bp_model_extras *ex;
+ *   bp_model_extras_create(&ex);
+ *   bp_model_extras_set_optimizer(ex, &sgd);
+ *   bp_model_extras_set_progress(ex, epochs, steps);
+ *   bp_net_save(net, "model.bpm", ex);
+ *   bp_model_extras_free(ex);
+ *
+ *   bp_net *net;
+ *   bp_model_extras *ex;
+ *   if (bp_net_load(&net, "model.bpm", &ex) != BP_STATUS_OK)
+ *       fprintf(stderr, "%s\n", bp_last_error());
+ *
+ * Loading fails with BP_STATUS_IO when the file cannot be read and with
+ * BP_STATUS_FORMAT when it is empty, truncated, corrupt, not a model
+ * file or written by a newer format version; the message names the file
+ * and the problem. Nothing is handed out unless the whole file is valid.
+ * ------------------------------------------------------------------- */
+
+/* The newest format version this library writes and reads. */
+#define BPROP_MODEL_FORMAT_VERSION 1
+
+typedef struct bp_model_extras bp_model_extras;
+
+/* What the class labels of a bp_model_extras are. */
+typedef enum bp_label_type {
+    BP_LABEL_TYPE_NONE = 0,   /* no labels */
+    BP_LABEL_TYPE_INT = 1,    /* int64_t values */
+    BP_LABEL_TYPE_FLOAT = 2,  /* double values */
+    BP_LABEL_TYPE_STRING = 3  /* UTF-8 strings */
+} bp_label_type;
+
+/*
+ * Creates an empty set of extras. Every setter copies what it is given,
+ * so the caller's buffers may be freed right after the call. One object
+ * belongs to one thread at a time.
+ */
+BP_API bp_status bp_model_extras_create(bp_model_extras **out);
+
+/* Frees extras and all they hold; NULL is ignored. */
+BP_API void bp_model_extras_free(bp_model_extras *ex);
+
+/*
+ * The optimizer's settings. When set, a saved file also holds the
+ * network's momentum buffers (bp_net_velocity), so training resumes
+ * exactly. The getter returns nonzero when the settings are present and
+ * then copies them to *sgd.
+ */
+BP_API bp_status bp_model_extras_set_optimizer(bp_model_extras *ex,
+                                               const bp_sgd_config *sgd);
+BP_API int bp_model_extras_get_optimizer(const bp_model_extras *ex,
+                                         bp_sgd_config *sgd);
+
+/*
+ * Progress counters: epochs trained and SGD updates made. The getter
+ * returns nonzero when present; either pointer may be NULL.
+ */
+BP_API bp_status bp_model_extras_set_progress(bp_model_extras *ex,
+                                              uint64_t epochs,
+                                              uint64_t steps);
+BP_API int bp_model_extras_get_progress(const bp_model_extras *ex,
+                                        uint64_t *epochs, uint64_t *steps);
+
+/*
+ * The random generator's state: the seed and init given to bp_net_init,
+ * and the stream the next shuffle draws from (the `epoch` argument of
+ * the next bp_net_train_epoch). The getter returns nonzero when present;
+ * any pointer may be NULL.
+ */
+BP_API bp_status bp_model_extras_set_rng(bp_model_extras *ex, uint64_t seed,
+                                         bp_init init, uint64_t next_stream);
+BP_API int bp_model_extras_get_rng(const bp_model_extras *ex, uint64_t *seed,
+                                   bp_init *init, uint64_t *next_stream);
+
+/*
+ * Class labels: one per output unit, or two for a single sigmoid output
+ * (the labels of 0 and 1). Each setter replaces earlier labels; n == 0
+ * removes them. Strings must be NUL-terminated UTF-8, each shorter than
+ * 2^31 bytes.
+ */
+BP_API bp_status bp_model_extras_set_labels_int(bp_model_extras *ex,
+                                                const int64_t *labels,
+                                                int64_t n);
+BP_API bp_status bp_model_extras_set_labels_float(bp_model_extras *ex,
+                                                  const double *labels,
+                                                  int64_t n);
+BP_API bp_status bp_model_extras_set_labels_string(bp_model_extras *ex,
+                                                   const char *const *labels,
+                                                   int64_t n);
+
+/* The labels' type (BP_LABEL_TYPE_NONE without labels) and count. */
+BP_API bp_label_type bp_model_extras_label_type(const bp_model_extras *ex);
+BP_API int64_t bp_model_extras_n_labels(const bp_model_extras *ex);
+
+/*
+ * The labels, owned by the extras and valid until they are changed or
+ * freed. The array getters return NULL unless the labels have that type;
+ * the string getter returns NULL unless they are strings and i is in
+ * range.
+ */
+BP_API const int64_t *bp_model_extras_labels_int(const bp_model_extras *ex);
+BP_API const double *bp_model_extras_labels_float(const bp_model_extras *ex);
+BP_API const char *bp_model_extras_label_string(const bp_model_extras *ex,
+                                                int64_t i);
+
+/*
+ * Input scaling: a program feeds the network (x - mean) / scale for
+ * each of the n input features, computed in double. Every mean must be
+ * finite and every scale finite and nonzero; n == 0 removes the scaling.
+ * The getter returns n (0 without scaling) and points *mean and *scale
+ * at arrays owned by the extras; either pointer may be NULL.
+ */
+BP_API bp_status bp_model_extras_set_scaling(bp_model_extras *ex,
+                                             const double *mean,
+                                             const double *scale, int64_t n);
+BP_API int64_t bp_model_extras_get_scaling(const bp_model_extras *ex,
+                                           const double **mean,
+                                           const double **scale);
+
+/*
+ * String metadata: key/value pairs of NUL-terminated UTF-8 text. Setting
+ * a key again replaces its value; a NULL value removes the key. Keys are
+ * non-empty. Getters return strings owned by the extras, valid until the
+ * metadata changes, or NULL for a missing key or an index out of range.
+ */
+BP_API bp_status bp_model_extras_set_meta(bp_model_extras *ex,
+                                          const char *key, const char *value);
+BP_API const char *bp_model_extras_get_meta(const bp_model_extras *ex,
+                                            const char *key);
+BP_API int64_t bp_model_extras_n_meta(const bp_model_extras *ex);
+BP_API const char *bp_model_extras_meta_key(const bp_model_extras *ex,
+                                            int64_t i);
+BP_API const char *bp_model_extras_meta_value(const bp_model_extras *ex,
+                                              int64_t i);
+
+/*
+ * Writes `net` and `extras` (NULL for none) to `path`. The file is
+ * written under a temporary name in the same folder and then renamed,
+ * so a failed save leaves any earlier file at `path` as it was. Reads
+ * the network only.
+ */
+BP_API bp_status bp_net_save(const bp_net *net, const char *path,
+                             const bp_model_extras *extras);
+
+/*
+ * Reads a network from `path` into a new *out, and the extras into a new
+ * *extras unless `extras` is NULL. The caller frees both. On failure
+ * both are set to NULL and nothing is allocated.
+ */
+BP_API bp_status bp_net_load(bp_net **out, const char *path,
+                             bp_model_extras **extras);
+
+/*
+ * The same file format in memory. bp_net_save_buffer sets *size to the
+ * bytes the model takes and, unless `buf` is NULL, writes them to `buf`,
+ * which must hold `capacity` >= *size bytes. bp_net_load_buffer reads
+ * `size` bytes as bp_net_load reads a file.
+ */
+BP_API bp_status bp_net_save_buffer(const bp_net *net,
+                                    const bp_model_extras *extras, void *buf,
+                                    size_t capacity, size_t *size);
+BP_API bp_status bp_net_load_buffer(bp_net **out, const void *data,
+                                    size_t size, bp_model_extras **extras);
 
 #ifdef __cplusplus
 }

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import _core, datasets, kernels, losses, metrics, optimizers
+from . import _core, datasets, distributed, kernels, losses, metrics, optimizers
 from .callbacks import History
 from .layers import Dense
 from .losses import BinaryCrossEntropy, CrossEntropy, MeanSquaredError
 from .model import DivergenceError, Sequential
+from .model_file import ModelFormatError, from_bytes, load
 from .optimizers import SGD
+from .parallel import FitJob, FitResult, train_many
 
 __version__: str = _core.version()
 
@@ -26,22 +28,31 @@ __all__ = [
     "BinaryCrossEntropy",
     "CrossEntropy",
     "Dense",
+    "FitJob",
+    "FitResult",
     "DivergenceError",
     "History",
     "MeanSquaredError",
+    "ModelFormatError",
     "SGD",
     "Sequential",
     "__version__",
     "cpu_info",
     "datasets",
+    "distributed",
+    "from_bytes",
+    "get_cmake_dir",
     "get_include",
     "get_library_dir",
     "get_num_threads",
+    "get_pkgconfig_dir",
     "kernels",
+    "load",
     "losses",
     "metrics",
     "optimizers",
     "set_num_threads",
+    "train_many",
 ]
 
 
@@ -81,3 +92,16 @@ def get_include() -> str:
 def get_library_dir() -> str:
     """The folder holding the shared C library ``libbprop``."""
     return str(Path(__file__).parent / "lib")
+
+
+def get_cmake_dir() -> str:
+    """The folder holding ``bpropConfig.cmake``: pass it to CMake as
+    ``-DCMAKE_PREFIX_PATH`` (or ``-Dbprop_DIR``) and use ``find_package(bprop)``
+    with the target ``bprop::bprop``."""
+    return str(Path(__file__).parent / "lib" / "cmake" / "bprop")
+
+
+def get_pkgconfig_dir() -> str:
+    """The folder holding ``bprop.pc``: add it to ``PKG_CONFIG_PATH`` and use
+    ``pkg-config --cflags --libs bprop``."""
+    return str(Path(__file__).parent / "lib" / "pkgconfig")

@@ -15,7 +15,10 @@ from . import _core
 
 
 def _numeric(value: Any, name: str) -> np.ndarray:
-    array = np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except ValueError as exc:  # ragged nested sequences
+        raise ValueError(f"{name} must be a rectangular array of numbers: {exc}") from None
     if array.dtype == object:
         try:
             array = array.astype(np.float64)
@@ -24,6 +27,15 @@ def _numeric(value: Any, name: str) -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise ValueError(f"{name} must be numeric, got an array of dtype {array.dtype}")
     return array
+
+
+def _float32(array: np.ndarray) -> np.ndarray:
+    """`array` as C-contiguous float32. Values too large for float32 become
+    infinite without a warning; check_finite then names them."""
+    if array.dtype.kind == "f" and array.dtype.itemsize > 4:
+        with np.errstate(over="ignore"):
+            return np.ascontiguousarray(array, dtype=np.float32)
+    return np.ascontiguousarray(array, dtype=np.float32)
 
 
 def check_finite(array: np.ndarray, name: str) -> None:
@@ -56,7 +68,7 @@ def as_matrix(
         raise ValueError(f"{name} must be 2-D, got shape {array.shape}{hint}")
     if not allow_empty and (array.shape[0] == 0 or array.shape[1] == 0):
         raise ValueError(f"{name} is empty: shape {array.shape}")
-    result = np.ascontiguousarray(array, dtype=np.float32)
+    result = _float32(array)
     if finite:
         check_finite(result, name)
     return result
@@ -67,7 +79,7 @@ def as_vector(value: Any, name: str) -> np.ndarray:
     array = _numeric(value, name)
     if array.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
-    result = np.ascontiguousarray(array, dtype=np.float32)
+    result = _float32(array)
     check_finite(result, name)
     return result
 
@@ -112,7 +124,7 @@ def as_targets(value: Any, n_outputs: int, name: str = "y") -> np.ndarray:
         )
     if array.shape[0] == 0:
         raise ValueError(f"{name} is empty")
-    result = np.ascontiguousarray(array, dtype=np.float32)
+    result = _float32(array)
     check_finite(result, name)
     return result
 

@@ -17,8 +17,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from functools import partial
+from typing import Any, Callable
 
 import numpy as np
 
@@ -106,12 +108,12 @@ def bench_gemm(quick: bool = False, repeats: int = 5) -> list[Row]:
         out = np.empty((m, n), np.float32)
         op_a, op_b = (a.T if trans_a else a), (b.T if trans_b else b)
         fns: dict[str, Callable[[], object]] = {
-            "bprop": lambda: kernels.sgemm(a, b, trans_a, trans_b, out=out),
-            "numpy": lambda: np.matmul(op_a, op_b, out=out),
+            "bprop": partial(kernels.sgemm, a, b, trans_a, trans_b, out=out),
+            "numpy": partial(np.matmul, op_a, op_b, out=out),
         }
         if torch is not None:
             ta, tb, tout = torch.from_numpy(op_a), torch.from_numpy(op_b), torch.from_numpy(out)
-            fns["torch"] = lambda: torch.mm(ta, tb, out=tout)
+            fns["torch"] = partial(torch.mm, ta, tb, out=tout)
         times = _interleaved(fns, repeats)
         flops = 2.0 * m * n * k
         rows.append(
@@ -215,6 +217,11 @@ def _torch_epoch(model: Any, opt: Any, x: Any, y: Any, batch: int) -> None:
         opt.step()
 
 
+def _torch_predict(model: Any, x: Any) -> Any:
+    with torch.no_grad():
+        return model(x)
+
+
 def _set_threads(n: int) -> None:
     set_num_threads(n)
     if torch is not None:
@@ -243,16 +250,17 @@ def bench_epochs(
             opt = SGD(lr=_LR, momentum=_MOMENTUM)
             mlp = NumpyMLP(sizes)
             fns: dict[str, Callable[[], object]] = {
-                "bprop": lambda: model.fit(
-                    x, y, loss="cross_entropy", optimizer=opt, epochs=1, batch_size=batch, seed=1
+                "bprop": partial(
+                    model.fit, x, y, loss="cross_entropy", optimizer=opt, epochs=1,
+                    batch_size=batch, seed=1,
                 ),
-                "numpy": lambda: mlp.epoch(x, y, batch, 1),
+                "numpy": partial(mlp.epoch, x, y, batch, 1),
             }
             if torch is not None:
                 tmodel = _torch_model(sizes)
                 topt = torch.optim.SGD(tmodel.parameters(), lr=_LR, momentum=_MOMENTUM)
                 tx, ty = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
-                fns["torch"] = lambda: _torch_epoch(tmodel, topt, tx, ty, batch)
+                fns["torch"] = partial(_torch_epoch, tmodel, topt, tx, ty, batch)
             reps = 1 if name == "wide" and not quick else repeats
             times = _interleaved(fns, reps)
             label = f"{name} {'-'.join(map(str, sizes))} b={batch} threads={count}"
@@ -277,17 +285,11 @@ def bench_predict(repeats: int = 2000) -> list[Row]:
         for batch in (1, 32):
             x, _ = _data(sizes, batch)
             fns: dict[str, Callable[[], object]] = {
-                "bprop": lambda: model.predict_proba(x),
-                "numpy": lambda: mlp.forward(x)[-1],
+                "bprop": partial(model.predict_proba, x),
+                "numpy": partial(mlp.forward, x),
             }
             if tmodel is not None:
-                tx = torch.from_numpy(x)
-
-                def run_torch(tx: Any = tx, tmodel: Any = tmodel) -> Any:
-                    with torch.no_grad():
-                        return tmodel(tx)
-
-                fns["torch"] = run_torch
+                fns["torch"] = partial(_torch_predict, tmodel, torch.from_numpy(x))
             best = _best_per_call(fns, repeats)
             rows.append(
                 Row(
@@ -380,7 +382,8 @@ def bench_memory(networks: Sequence[str] = ("mnist",)) -> list[Row]:
 # Report
 # ---------------------------------------------------------------------------
 
-PEERS = ("numpy", "torch", "bound")
+# "baseline": the serial way of doing a parallel workload (bench_parallel.py).
+PEERS = ("numpy", "torch", "baseline", "bound")
 
 
 def format_table(rows: Sequence[Row]) -> str:
@@ -412,7 +415,7 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-GROUPS = ("gemm", "epoch", "predict", "memory")
+GROUPS = ("gemm", "epoch", "predict", "memory", "many", "mpi")
 
 
 def run(
@@ -431,6 +434,13 @@ def run(
         rows += bench_predict(repeats=50 if quick else 2000)
     if "memory" in groups:
         rows += bench_memory(("tiny",) if quick else ("mnist",))
+    if "many" in groups or "mpi" in groups:
+        from . import bench_parallel
+
+        if "many" in groups:
+            rows += bench_parallel.bench_train_many(quick=quick)
+        if "mpi" in groups:
+            rows += bench_parallel.bench_mpi(quick=quick)
     return rows
 
 
@@ -445,7 +455,7 @@ def to_json(rows: Sequence[Row]) -> str:
     data = {
         "environment": environment(),
         "rows": [
-            {**asdict(row), "ratios": {p: row.ratio(p) for p in ("numpy", "torch")}}
+            {**asdict(row), "ratios": {p: row.ratio(p) for p in ("numpy", "torch", "baseline")}}
             for row in rows
         ],
     }

@@ -8,20 +8,28 @@ rows. ``bprop info`` shows the version and the CPU path in use.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import os
 import sys
 import time
 from typing import Sequence
 
 import numpy as np
 
-from . import __version__, cpu_info, datasets, set_num_threads
+from . import __version__, cpu_info, datasets, distributed, set_num_threads
 from .layers import ACTIVATIONS, Dense
 from .model import DivergenceError, Sequential
 from .optimizers import SGD
 
 # Integer targets with at most this many distinct values are classes.
 _MAX_CLASSES = 100
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+
+# More kernel threads than this is a typing mistake, not a machine.
+_MAX_THREADS = 4096
 
 
 def _hidden_sizes(text: str) -> list[int]:
@@ -38,14 +46,20 @@ def _hidden_sizes(text: str) -> list[int]:
     return sizes
 
 
-def _positive(kind: type) -> object:
+def _positive(kind: type, most: float = float("inf")) -> object:
+    """A parser of numbers in (0, most]; floats must also be positive and
+    finite in float32, where the C core computes."""
+
     def parse(text: str) -> object:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        if not 0 < value <= most:
+            bound = "" if most == float("inf") else f" and <= {most:g}"
+            raise argparse.ArgumentTypeError(f"must be > 0{bound}, got {text!r}")
+        if kind is float and not _FLOAT32_TINY <= value <= _FLOAT32_MAX:
+            raise argparse.ArgumentTypeError(f"{text!r} is out of float32's range")
         return value
 
     parse.__name__ = kind.__name__
@@ -98,7 +112,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--activation", choices=[a for a in ACTIVATIONS if a != "softmax"],
                        default="relu", help="hidden activation (default: relu)")
     train.add_argument("--epochs", type=int, default=30, help="passes over the data (30)")
-    train.add_argument("--batch-size", type=_positive(int), default=32,
+    train.add_argument("--batch-size", type=_positive(int), default=None,
                        help="rows per gradient step; 1 is stochastic (default: 32)")
     train.add_argument("--full-batch", action="store_true",
                        help="one gradient step per epoch on the whole training set")
@@ -111,9 +125,13 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--test-size", type=float, default=0.2,
                        help="fraction of rows held out for the test score (default: 0.2)")
     train.add_argument("--seed", type=int, default=0, help="seed of everything random (0)")
-    train.add_argument("--threads", type=_positive(int), default=None,
+    train.add_argument("--threads", type=_positive(int, _MAX_THREADS), default=None,
                        help="threads for the kernels (default: all)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--distributed", action="store_true",
+                       help="train data-parallel across the ranks of an MPI job, started as "
+                       "mpirun -n 4 bprop train --distributed (needs mpi4py); only rank 0 "
+                       "prints")
 
     commands.add_parser("info", help="show the version and the CPU path in use")
 
@@ -123,9 +141,10 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Run bprop and its peers (NumPy; PyTorch when installed) on the same "
         "work in one process, interleaved, and print the best times and their ratios.",
     )
-    bench.add_argument("--only", type=_names(("gemm", "epoch", "predict", "memory")),
-                       default=["gemm", "epoch", "predict", "memory"], metavar="GROUPS",
-                       help="comma-separated subset of gemm,epoch,predict,memory")
+    groups = ("gemm", "epoch", "predict", "memory", "many", "mpi")
+    bench.add_argument("--only", type=_names(groups), default=list(groups), metavar="GROUPS",
+                       help="comma-separated subset of gemm,epoch,predict,memory, many "
+                       "(train_many) and mpi (2 MPI ranks against 1)")
     bench.add_argument("--networks", type=_names(("tiny", "mnist", "wide")),
                        default=["tiny", "mnist", "wide"], metavar="NAMES",
                        help="comma-separated subset of tiny,mnist,wide for the epochs")
@@ -159,16 +178,61 @@ def _counts(text: str) -> list[int]:
     return counts
 
 
-def _read_csv(path: str, target: str | None) -> tuple[np.ndarray, np.ndarray, str]:
+def _sniff(sample: str) -> type[csv.Dialect] | csv.Dialect:
+    """The CSV dialect of `sample`: comma, semicolon or tab separated."""
     try:
-        with open(path, newline="") as handle:
-            rows = list(csv.reader(handle))
+        return csv.Sniffer().sniff(sample, delimiters=",;\t")
+    except csv.Error:
+        return csv.excel
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(path: str, target: str | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Features and target of a CSV file with a header row.
+
+    Every feature must be a finite number that fits in float32. The target
+    is numeric (regression or integer classes) or text (class names); an
+    empty or non-finite target is an error, never a class of its own.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            dialect = _sniff(handle.read(65536))
+            handle.seek(0)
+            reader = csv.reader(handle, dialect)
+            lines = [
+                (reader.line_num, [cell.strip() for cell in row])
+                for row in reader
+                if any(cell.strip() for cell in row)
+            ]
     except OSError as exc:
         raise SystemExit(f"bprop: cannot read {path}: {exc.strerror}") from None
-    rows = [row for row in rows if row]
-    if len(rows) < 2:
+    except UnicodeDecodeError as exc:
+        raise SystemExit(
+            f"bprop: {path} is not UTF-8 text (byte {exc.start} cannot be decoded)"
+        ) from None
+    except csv.Error as exc:
+        raise SystemExit(f"bprop: {path} is not a valid CSV file: {exc}") from None
+    if len(lines) < 2:
         raise SystemExit(f"bprop: {path} needs a header row and at least one data row")
-    header, body = rows[0], rows[1:]
+
+    header, body = lines[0][1], lines[1:]
+    if all(_is_number(name) for name in header):
+        raise SystemExit(
+            f"bprop: the first row of {path} holds numbers; the file needs a header row "
+            "naming the columns"
+        )
+    if len(header) < 2:
+        raise SystemExit(
+            f"bprop: {path} needs at least one feature column and a target (found one column; "
+            "columns may be separated by commas, semicolons or tabs)"
+        )
     if target is None:
         column = len(header) - 1
     elif target in header:
@@ -177,24 +241,40 @@ def _read_csv(path: str, target: str | None) -> tuple[np.ndarray, np.ndarray, st
         column = int(target) % len(header)
     else:
         raise SystemExit(f"bprop: --target {target!r} is not a column of {path}: {header}")
-    if len(header) < 2:
-        raise SystemExit(f"bprop: {path} needs at least one feature column and a target")
-    for number, row in enumerate(body, start=2):
+
+    features = [i for i in range(len(header)) if i != column]
+    x = np.empty((len(body), len(features)))
+    labels = []
+    for r, (line, row) in enumerate(body):
         if len(row) != len(header):
             raise SystemExit(
-                f"bprop: {path} line {number} has {len(row)} fields; the header has "
-                f"{len(header)}"
+                f"bprop: {path} line {line} has {len(row)} fields; the header has {len(header)}"
             )
-    features = [i for i in range(len(header)) if i != column]
-    try:
-        x = np.array([[float(row[i]) for i in features] for row in body])
-    except ValueError as exc:
-        raise SystemExit(f"bprop: {path}: every feature must be a number ({exc})") from None
-    labels = np.array([row[column].strip() for row in body])
-    try:
-        y = labels.astype(np.float64)
-    except ValueError:
-        y = labels  # class names
+        for c, i in enumerate(features):
+            try:
+                value = float(row[i])
+            except ValueError:
+                value = None
+            if value is None or not abs(value) <= _FLOAT32_MAX:
+                raise SystemExit(
+                    f"bprop: {path} line {line}, column {header[i]!r}: {row[i]!r} is not a "
+                    "finite number that fits in float32"
+                )
+            x[r, c] = value
+        if row[column] == "":
+            raise SystemExit(f"bprop: {path} line {line}: the target {header[column]!r} is empty")
+        labels.append(row[column])
+
+    if not all(_is_number(label) for label in labels):
+        return x, np.array(labels), header[column]  # class names
+    y = np.array([float(label) for label in labels])
+    bad = np.flatnonzero(~np.isfinite(y))
+    if len(bad):
+        line = body[bad[0]][0]
+        raise SystemExit(
+            f"bprop: {path} line {line}: the target {header[column]!r} is {labels[bad[0]]!r}, "
+            "not a finite number"
+        )
     return x, y, header[column]
 
 
@@ -203,7 +283,11 @@ def _is_classification(y: np.ndarray, task: str) -> bool:
         return task == "classification"
     if y.dtype.kind not in "fiu":
         return True
-    return bool(np.all(y == np.round(y)) and len(np.unique(y)) <= _MAX_CLASSES)
+    # Whole numbers are classes when there are few of them and each recurs.
+    distinct = len(np.unique(y))
+    return bool(
+        np.all(y == np.round(y)) and distinct <= min(_MAX_CLASSES, len(y) // 2)
+    )
 
 
 def _split(n: int, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -221,8 +305,10 @@ def _train(args: argparse.Namespace) -> int:
         set_num_threads(args.threads)
     if args.epochs < 1:
         raise SystemExit(f"bprop: --epochs must be >= 1, got {args.epochs}")
-    if args.seed < 0:
-        raise SystemExit(f"bprop: --seed must be >= 0, got {args.seed}")
+    if not 0 <= args.seed < 2**63:
+        raise SystemExit(f"bprop: --seed must be in [0, 2**63), got {args.seed}")
+    if args.full_batch and args.batch_size is not None:
+        raise SystemExit("bprop: give --batch-size or --full-batch, not both")
     if args.data is not None:
         if args.csv is not None or args.dataset is not None:
             raise SystemExit("bprop: give one data source: CSV, --csv or --dataset")
@@ -236,8 +322,6 @@ def _train(args: argparse.Namespace) -> int:
         name = args.dataset or "digits"
         x, y = datasets.load(name)
         target_name = "target"
-    if not np.isfinite(x).all():
-        raise SystemExit(f"bprop: {name} has missing or infinite feature values")
 
     classify = _is_classification(y, args.task)
     classes = None
@@ -277,10 +361,11 @@ def _train(args: argparse.Namespace) -> int:
     task = f"{len(classes)}-class classification" if classify else "regression"
     sizes = "-".join(str(s) for s in [x.shape[1], *args.hidden, n_out])
     info = cpu_info()
+    ranks = f", {distributed.world().Get_size()} MPI ranks" if args.distributed else ""
     print(
         f"{name}: {len(x)} rows, {x.shape[1]} features, {task}; "
         f"training {sizes} on {len(train_rows)} rows, testing on {len(test_rows)} "
-        f"[{info['simd']}, {info['threads']} thread(s)]"
+        f"[{info['simd']}, {info['threads']} thread(s){ranks}]"
     )
 
     start = time.perf_counter()
@@ -290,10 +375,11 @@ def _train(args: argparse.Namespace) -> int:
             loss="cross_entropy" if classify else "mse",
             optimizer=optimizer,
             epochs=args.epochs,
-            batch_size=None if args.full_batch else args.batch_size,
+            batch_size=None if args.full_batch else args.batch_size or 32,
             seed=args.seed,
             validation_data=(x[test_rows], y[test_rows]),
             verbose=not args.quiet,
+            distributed=args.distributed,
         )
     except DivergenceError as exc:
         print(f"bprop: {exc}", file=sys.stderr)
@@ -311,6 +397,23 @@ def _train(args: argparse.Namespace) -> int:
     else:
         print(f"test R^2: {score:.4f}")
     return 0
+
+
+def _train_distributed(args: argparse.Namespace) -> int:
+    """``bprop train`` in one rank of an MPI job: every rank trains, only
+    rank 0 prints."""
+    try:
+        rank = distributed.world().Get_rank()
+    except ImportError as exc:
+        raise SystemExit(f"bprop: --distributed: {exc}") from None
+    if rank == 0:
+        return _train(args)
+    with open(os.devnull, "w") as sink:
+        try:
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                return _train(args)
+        except SystemExit as exc:  # rank 0 says why
+            raise SystemExit(exc.code if isinstance(exc.code, int) else 1) from None
 
 
 def _info() -> int:
@@ -341,11 +444,15 @@ def _bench(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    if args.command == "train":
-        return _train(args)
-    if args.command == "bench":
-        return _bench(args)
-    return _info()
+    try:
+        if args.command == "train":
+            return _train_distributed(args) if args.distributed else _train(args)
+        if args.command == "bench":
+            return _bench(args)
+        return _info()
+    except KeyboardInterrupt:
+        print("bprop: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Sequence
 
@@ -9,6 +10,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import _core, losses, metrics, optimizers
+from ._rwlock import ReadWriteLock
 from ._validation import (
     as_labels,
     as_matrix,
@@ -17,6 +19,8 @@ from ._validation import (
     check_same_length,
 )
 from .callbacks import History
+from .distributed import as_plan
+from .distributed import fit as distributed_fit
 from .layers import Dense
 from .losses import Loss, LossLike
 from .optimizers import SGD, OptimizerLike
@@ -27,6 +31,11 @@ INITS = _core.INITS
 
 # Rows a prediction workspace holds; larger inputs are predicted in chunks.
 _PREDICT_CHUNK = 1024
+
+
+def _not_finite(exc: DivergenceError) -> ValueError:
+    """The error for outputs that overflow outside training."""
+    return ValueError(f"{exc}. Scale the inputs as for training, or retrain the model.")
 
 
 def _random_seed() -> int:
@@ -81,7 +90,15 @@ class Sequential:
         self.optimizer: OptimizerLike | None = None
         self._net: Any = None
         self._epochs_done = 0
+        self._steps_done = 0
+        self._class_labels: np.ndarray | None = None
+        self._input_scaling: tuple[np.ndarray, np.ndarray] | None = None
+        #: Text saved with the model: str keys to str values.
+        self.metadata: dict[str, str] = {}
         self._lock = threading.RLock()
+        # Shared by predictions and copies of the weights; exclusive for each
+        # training epoch and anything that writes or replaces the parameters.
+        self._params_lock = ReadWriteLock()
         self._local = threading.local()
         if n_inputs is not None:
             self.build(n_inputs)
@@ -108,17 +125,18 @@ class Sequential:
         units = [layer.units for layer in self.layers]
         codes = [layer.activation_code for layer in self.layers]
         net = _core.Net(n_inputs, units, codes, loss_obj.code)
-        if self._net is not None and self._net.n_inputs == n_inputs:
-            params = np.empty(self._net.n_params, dtype=np.float32)
-            self._net.get_params(params)
-            net.set_params(params)
-        else:
-            if self.seed is None:
-                self.seed = _random_seed()
-            net.init(INITS.index(self.init), self.seed)
-            self._epochs_done = 0
-        self._net = net
-        self.loss = loss_obj
+        with self._params_lock.write():
+            if self._net is not None and self._net.n_inputs == n_inputs:
+                params = np.empty(self._net.n_params, dtype=np.float32)
+                self._net.get_params(params)
+                net.set_params(params)
+            else:
+                if self.seed is None:
+                    self.seed = _random_seed()
+                net.init(INITS.index(self.init), self.seed)
+                self._epochs_done = 0
+            self._net = net
+            self.loss = loss_obj
         return self
 
     @property
@@ -148,7 +166,8 @@ class Sequential:
         """Copies of every layer's weights (inputs x units) and biases."""
         net = self._require_built()
         flat = np.empty(net.n_params, dtype=np.float32)
-        net.get_params(flat)
+        with self._params_lock.read():
+            net.get_params(flat)
         n_in = net.n_inputs
         result = []
         for units, _, w_off, b_off in net.layers():
@@ -171,7 +190,8 @@ class Sequential:
             if not np.isfinite(array).all():
                 raise ValueError(f"array {i} contains NaN or infinity")
             converted.append(array.ravel())
-        net.set_params(np.ascontiguousarray(np.concatenate(converted)))
+        with self._params_lock.write():
+            net.set_params(np.ascontiguousarray(np.concatenate(converted)))
 
     # ------------------------------------------------------------------
     # Data
@@ -183,7 +203,91 @@ class Sequential:
             raise ValueError(
                 f"{name} has {x.shape[1]} features but the model takes {self._net.n_inputs}"
             )
+        if self._input_scaling is not None:
+            mean, scale = self._input_scaling
+            if x.shape[1] != len(mean):
+                raise ValueError(
+                    f"{name} has {x.shape[1]} features but input_scaling has {len(mean)}"
+                )
+            # In float64, as a C program applies a saved scaling.
+            x = as_matrix((np.asarray(X, dtype=np.float64) - mean) / scale, name)
         return x
+
+    # ------------------------------------------------------------------
+    # What a model file keeps besides the network
+    # ------------------------------------------------------------------
+
+    @property
+    def class_labels(self) -> np.ndarray | None:
+        """The class of each output unit (two for a single sigmoid unit:
+        the classes of 0 and 1), as ints, floats or strings.
+
+        When set, ``predict`` returns these labels instead of class indices
+        (fit and evaluate still take indices). None by default; saved with
+        the model.
+        """
+        return self._class_labels
+
+    @class_labels.setter
+    def class_labels(self, labels: Any) -> None:
+        if labels is None:
+            self._class_labels = None
+            return
+        array = np.asarray(labels)
+        if array.dtype.kind == "O" and all(isinstance(v, str) for v in array.ravel()):
+            array = array.astype(str)
+        if array.ndim != 1 or array.dtype.kind not in "biufU":
+            raise ValueError(
+                "class_labels must be a 1-D sequence of ints, floats or strings, got "
+                f"{array.dtype} of shape {array.shape}"
+            )
+        wanted = (self.n_outputs, 2) if self.n_outputs == 1 else (self.n_outputs,)
+        if len(array) not in wanted:
+            raise ValueError(
+                f"class_labels has {len(array)} labels; the model has {self.n_outputs} "
+                f"output(s), so give {' or '.join(map(str, wanted))}"
+            )
+        if array.dtype.kind in "bu":
+            if array.dtype.kind == "u" and array.max() > np.iinfo(np.int64).max:
+                raise ValueError("class_labels must fit in int64")
+            array = array.astype(np.int64)
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ValueError("class_labels contains NaN or infinity")
+        if array.dtype.kind == "U" and any("\0" in v for v in array):
+            raise ValueError("class_labels must not contain NUL characters")
+        self._class_labels = array.copy()
+
+    @property
+    def input_scaling(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(mean, scale)``: when set, every X given to fit, predict and
+        evaluate becomes ``(X - mean) / scale`` (computed in float64) before
+        the network sees it. None by default; saved with the model, and
+        applied the same way by C programs that load it.
+        """
+        return self._input_scaling
+
+    @input_scaling.setter
+    def input_scaling(self, value: Any) -> None:
+        if value is None:
+            self._input_scaling = None
+            return
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
+            raise ValueError("input_scaling must be a pair (mean, scale) or None")
+        mean = np.array(value[0], dtype=np.float64).reshape(-1)
+        scale = np.array(value[1], dtype=np.float64).reshape(-1)
+        if len(mean) != len(scale) or len(mean) == 0:
+            raise ValueError(
+                f"input_scaling needs one mean and one scale per feature, got {len(mean)} "
+                f"and {len(scale)}"
+            )
+        if self._net is not None and len(mean) != self._net.n_inputs:
+            raise ValueError(
+                f"input_scaling has {len(mean)} features but the model takes "
+                f"{self._net.n_inputs}"
+            )
+        if not (np.isfinite(mean).all() and np.isfinite(scale).all() and (scale != 0).all()):
+            raise ValueError("input_scaling needs finite means and finite, nonzero scales")
+        self._input_scaling = (mean, scale)
 
     def _check_y(self, y: Any, loss: Loss, name: str = "y") -> np.ndarray:
         if isinstance(loss, losses.CrossEntropy):
@@ -216,7 +320,7 @@ class Sequential:
         X: Any,
         y: Any,
         loss: LossLike | None = None,
-        optimizer: OptimizerLike = "sgd",
+        optimizer: OptimizerLike | None = None,
         epochs: int = 10,
         batch_size: int | None = 32,
         shuffle: bool = True,
@@ -224,6 +328,7 @@ class Sequential:
         validation_data: tuple[Any, Any] | None = None,
         validation_split: float = 0.0,
         verbose: bool = False,
+        distributed: Any = False,
     ) -> History:
         """Train by backpropagation.
 
@@ -238,9 +343,10 @@ class Sequential:
             "mse", "cross_entropy" or "binary_cross_entropy"; by default
             inferred from the output activation (softmax: cross-entropy,
             sigmoid: binary cross-entropy, otherwise mse).
-        optimizer : str or Optimizer
+        optimizer : str or Optimizer, optional
             "sgd" (lr 0.01) or an object such as ``bprop.SGD(lr=0.1,
-            momentum=0.9, nesterov=True)``.
+            momentum=0.9, nesterov=True)``. By default the optimizer of
+            the last fit (kept in saved models), else "sgd".
         epochs : int
             Passes over the data, >= 0.
         batch_size : int or None
@@ -258,6 +364,11 @@ class Sequential:
             when no validation_data is given.
         verbose : bool
             Show a progress bar with one step per epoch.
+        distributed : bool, MPI communicator or bprop.distributed.DataParallel
+            Train data-parallel across the ranks of an MPI job (needs
+            mpi4py): every rank passes the same data, takes a shard of
+            every batch, and ends with the same parameters. True means
+            all ranks of ``MPI.COMM_WORLD``. See docs/distributed.md.
 
         Returns
         -------
@@ -271,9 +382,12 @@ class Sequential:
         if seed is not None:
             check_positive_int(seed, "seed", allow_zero=True)
         loss_obj = losses.get(loss) if loss is not None else (self.loss or self._default_loss())
+        if optimizer is None:
+            optimizer = self.optimizer if self.optimizer is not None else "sgd"
         opt = optimizers.get(optimizer)
         if not isinstance(opt, SGD):
             raise ValueError(f"optimizer {opt!r} is not supported by this model")
+        plan = as_plan(distributed)
 
         x = self._check_x(X)
         targets = self._check_y(y, loss_obj)
@@ -314,6 +428,11 @@ class Sequential:
             elif loss_obj != self.loss:
                 self.build(x.shape[1], loss_obj)
             self.optimizer = opt
+            if plan is not None:
+                return distributed_fit(
+                    self, x, targets, x_val, y_val, opt, epochs, batch_size, shuffle, seed,
+                    verbose, plan,
+                )
             return self._run_epochs(
                 x, targets, x_val, y_val, opt, epochs, batch_size, shuffle, seed, verbose
             )
@@ -343,37 +462,43 @@ class Sequential:
         bar = tqdm(total=epochs, disable=not verbose, unit="epoch", desc="train")
         try:
             for epoch in range(epochs):
-                net.get_params(snapshot)
-                net.get_velocity(velocity)
-                try:
-                    loss = net.train_epoch(
-                        x, y_arg, label_arg, batch, shuffle, shuffle_seed,
-                        self._epochs_done, opt.lr, opt.momentum, opt.nesterov, opt.l2,
-                    )
-                    # NOTE: the C core checks only the loss, which stays finite when
-                    # saturated units hide infinite weights; the epoch has diverged
-                    # all the same.
-                    net.get_params(after)
-                    if not np.isfinite(after).all():
-                        raise DivergenceError("the weights became NaN or infinite")
-                    net.get_velocity(after)
-                    if not np.isfinite(after).all():
-                        raise DivergenceError("the momentum became NaN or infinite")
-                except DivergenceError as exc:
-                    # The momentum is restored too: a diverged one would wreck
-                    # the next fit() even at a smaller learning rate.
-                    net.set_params(snapshot)
-                    net.set_velocity(velocity)
-                    raise DivergenceError(
-                        f"training diverged in epoch {epoch + 1}: {exc}. The weights were "
-                        "restored to the end of the previous epoch. Try a smaller learning "
-                        "rate, scaling the inputs (e.g. to zero mean and unit variance), or "
-                        "a smaller momentum."
-                    ) from None
-                self._epochs_done += 1
-                values = {"loss": loss}
-                if x_val is not None:
-                    values.update(self._evaluate_arrays(x_val, y_val, prefix="val_"))
+                # Predictions in other threads wait for the end of the epoch, so
+                # they never see the weights halfway through it.
+                with self._params_lock.write():
+                    net.get_params(snapshot)
+                    net.get_velocity(velocity)
+                    try:
+                        loss = net.train_epoch(
+                            x, y_arg, label_arg, batch, shuffle, shuffle_seed,
+                            self._epochs_done, opt.lr, opt.momentum, opt.nesterov, opt.l2,
+                        )
+                        # NOTE: the C core checks only the loss, which stays finite
+                        # when saturated units hide infinite weights; the epoch has
+                        # diverged all the same.
+                        net.get_params(after)
+                        if not np.isfinite(after).all():
+                            raise DivergenceError("the weights became NaN or infinite")
+                        net.get_velocity(after)
+                        if not np.isfinite(after).all():
+                            raise DivergenceError("the momentum became NaN or infinite")
+                        values = {"loss": loss}
+                        if x_val is not None:
+                            # Outputs that overflow on the validation rows are a
+                            # divergence too (DivergenceError from the C core).
+                            values.update(self._evaluate_arrays(x_val, y_val, prefix="val_"))
+                    except DivergenceError as exc:
+                        # The momentum is restored too: a diverged one would wreck
+                        # the next fit() even at a smaller learning rate.
+                        net.set_params(snapshot)
+                        net.set_velocity(velocity)
+                        raise DivergenceError(
+                            f"training diverged in epoch {epoch + 1}: {exc}. The weights "
+                            "were restored to the end of the previous epoch. Try a smaller "
+                            "learning rate, scaling the inputs (e.g. to zero mean and unit "
+                            "variance), or a smaller momentum."
+                        ) from None
+                    self._epochs_done += 1
+                    self._steps_done += (len(x) + batch - 1) // batch
                 history.record(epoch, values)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
                 bar.update(1)
@@ -394,9 +519,13 @@ class Sequential:
         return ws
 
     def _outputs(self, x: np.ndarray) -> np.ndarray:
-        ws = self._workspace()
         out = np.empty((len(x), self.n_outputs), dtype=np.float32)
-        ws.net.predict(ws, out, x)
+        try:
+            with self._params_lock.read():
+                ws = self._workspace()
+                ws.net.predict(ws, out, x)
+        except DivergenceError as exc:
+            raise _not_finite(exc) from None
         return out
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -417,7 +546,14 @@ class Sequential:
         """
         self._require_built()
         out = self._outputs(self._check_x(X))
-        return self._decide(out)
+        decided = self._decide(out)
+        labels = self._class_labels
+        if labels is not None and (
+            isinstance(self.loss, losses.CrossEntropy)
+            or (isinstance(self.loss, losses.BinaryCrossEntropy) and self.n_outputs == 1)
+        ):
+            return labels[decided]
+        return decided
 
     def _decide(self, out: np.ndarray) -> np.ndarray:
         if isinstance(self.loss, losses.CrossEntropy):
@@ -427,11 +563,12 @@ class Sequential:
         return out[:, 0] if out.shape[1] == 1 else out
 
     def _evaluate_arrays(self, x: np.ndarray, targets: np.ndarray, prefix: str = "") -> dict:
-        ws = self._workspace()
         y_arg, label_arg = self._target_args(targets)
-        loss = ws.net.evaluate(ws, x, y_arg, label_arg)
         out = np.empty((len(x), self.n_outputs), dtype=np.float32)
-        ws.net.predict(ws, out, x)
+        with self._params_lock.read():
+            ws = self._workspace()
+            loss = ws.net.evaluate(ws, x, y_arg, label_arg)
+            ws.net.predict(ws, out, x)
         predicted = self._decide(out)
         truth = targets if targets.dtype == np.int32 or targets.shape[1] > 1 else targets[:, 0]
         if self.loss.is_classification:
@@ -450,7 +587,71 @@ class Sequential:
         x = self._check_x(X)
         targets = self._check_y(y, self.loss)
         check_same_length(x, targets)
-        return self._evaluate_arrays(x, targets)
+        try:
+            return self._evaluate_arrays(x, targets)
+        except DivergenceError as exc:
+            raise _not_finite(exc) from None
+
+    # ------------------------------------------------------------------
+    # Files, pickling and export
+    # ------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the model to a file that ``bprop.load`` and C programs read.
+
+        The file (docs/model-format.md) holds the layers, loss and
+        parameters, and the training state: optimizer settings and
+        momentum, the seed and epochs done, so that training resumes
+        exactly; also ``class_labels``, ``input_scaling`` and
+        ``metadata``. It is written under a temporary name and renamed,
+        so a failed save leaves any earlier file at `path` as it was.
+
+        Raises OSError when the file cannot be written.
+        """
+        from . import model_file
+
+        model_file.save(self, path)
+
+    def to_bytes(self) -> bytes:
+        """The bytes ``save`` writes; ``bprop.from_bytes`` reads them."""
+        from . import model_file
+
+        return model_file.to_bytes(self)
+
+    def to_onnx(self, path: str | os.PathLike[str]) -> None:
+        """Export the model for inference to an ONNX file.
+
+        Needs the ``onnx`` package (``pip install bprop[onnx]``). The
+        graph takes float32 rows and returns what ``predict_proba`` (or,
+        for regression, ``predict``) returns, shaped (n, units).
+        """
+        from .onnx_export import export
+
+        export(self, path)
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self._net is not None:
+            return {"model_file": self.to_bytes()}
+        return {
+            "layers": [(layer.units, layer.activation) for layer in self.layers],
+            "seed": self.seed,
+            "init": self.init,
+            "class_labels": self._class_labels,
+            "input_scaling": self._input_scaling,
+            "metadata": self.metadata,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "model_file" in state:
+            from . import model_file
+
+            self.__dict__.update(model_file.from_bytes(state["model_file"]).__dict__)
+            return
+        layers = [Dense(units, activation=act) for units, act in state["layers"]]
+        self.__init__(layers, seed=state["seed"], init=state["init"])
+        self._class_labels = state["class_labels"]
+        self._input_scaling = state["input_scaling"]
+        self.metadata = dict(state["metadata"])
 
     def __repr__(self) -> str:
         inputs = self._net.n_inputs if self._net is not None else None

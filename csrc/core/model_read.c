@@ -1,0 +1,800 @@
+/*
+ * Model files, reading: bytes in memory or in a file back to a network
+ * and its extras (the format is in docs/model-format.md).
+ *
+ * Design decisions:
+ * - The whole file is checked before any section is parsed: magic,
+ *   version, the length in the header against the bytes present, and
+ *   the checksum. Then every section length is checked against the
+ *   bytes that remain, and every count against its section's length
+ *   before anything is allocated, so no file can make the reader read
+ *   out of bounds or allocate much more than the file's size.
+ * - The network and the extras are built in fresh memory and handed out
+ *   only when the whole file is valid.
+ * - A file is read in growing chunks, never past the length its header
+ *   announces, so a device or a corrupt length cannot make it hang or
+ *   exhaust memory.
+ * - Fields a section has beyond those this version knows are ignored,
+ *   and so are optional sections it does not know: later versions can
+ *   add both without breaking older readers.
+ */
+#include "core/net.h"
+
+#include "core/check.h"
+#include "core/crc32.h"
+#include "core/extras.h"
+#include "core/model_format.h"
+#include "kernels/sgd.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* What is being read, for messages: a file's path, or NULL for memory. */
+typedef struct bp_source {
+    const char *fn;
+    const char *path;
+} bp_source;
+
+/*
+ * Fails with BP_STATUS_FORMAT and a message "<fn>: '<path>' <detail>",
+ * where the detail is a phrase such as "is truncated".
+ */
+static bp_status bp_bad(const bp_source *src, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static bp_status bp_bad(const bp_source *src, const char *fmt, ...)
+{
+    char detail[400];
+    va_list args;
+
+    va_start(args, fmt);
+    vsnprintf(detail, sizeof detail, fmt, args);
+    va_end(args);
+    if (src->path != NULL)
+        return bp_fail(BP_STATUS_FORMAT, "%s: '%s' %s", src->fn, src->path,
+                       detail);
+    return bp_fail(BP_STATUS_FORMAT, "%s: the buffer %s", src->fn, detail);
+}
+
+/* A section tag as text, with bytes outside printable ASCII as \xNN. */
+static const char *bp_tag_text(const unsigned char *tag, char out[17])
+{
+    char *p = out;
+
+    for (int i = 0; i < 4; i++) {
+        if (tag[i] >= 0x20 && tag[i] < 0x7F && tag[i] != '\\')
+            *p++ = (char)tag[i];
+        else
+            p += snprintf(p, 5, "\\x%02X", tag[i]);
+    }
+    *p = '\0';
+    return out;
+}
+
+/* A bounded cursor over one section's payload. */
+typedef struct bp_reader {
+    const unsigned char *p;
+    size_t n;
+    size_t at;
+} bp_reader;
+
+static size_t bp_left(const bp_reader *r)
+{
+    return r->n - r->at;
+}
+
+static int bp_get_u32(bp_reader *r, uint32_t *v)
+{
+    if (bp_left(r) < 4)
+        return 0;
+    *v = bp_le_get32(r->p + r->at);
+    r->at += 4;
+    return 1;
+}
+
+static int bp_get_u64(bp_reader *r, uint64_t *v)
+{
+    if (bp_left(r) < 8)
+        return 0;
+    *v = bp_le_get64(r->p + r->at);
+    r->at += 8;
+    return 1;
+}
+
+/* Reads n floats that the caller checked are present. */
+static void bp_get_floats(bp_reader *r, float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++, r->at += 4)
+        x[i] = bp_f32_from_bits(bp_le_get32(r->p + r->at));
+}
+
+/* Reads n doubles that the caller checked are present. */
+static void bp_get_doubles(bp_reader *r, double *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++, r->at += 8)
+        x[i] = bp_f64_from_bits(bp_le_get64(r->p + r->at));
+}
+
+/* Reads a string (u32 length, bytes) into a new NUL-terminated copy. */
+static bp_status bp_get_text(const bp_source *src, bp_reader *r,
+                             const char *section, char **out)
+{
+    uint32_t len;
+
+    *out = NULL;
+    if (!bp_get_u32(r, &len) || len > bp_left(r))
+        return bp_bad(src, "is corrupt: a string in section %s runs past "
+                      "its end", section);
+    const char *text = (const char *)r->p + r->at;
+    if (!bp_text_valid(text, len))
+        return bp_bad(src, "is corrupt: a string in section %s is not "
+                      "valid UTF-8", section);
+    *out = bp_text_copy(text, len);
+    if (*out == NULL)
+        return bp_fail(BP_STATUS_OUT_OF_MEMORY,
+                       "%s: out of memory reading section %s", src->fn,
+                       section);
+    r->at += len;
+    return BP_STATUS_OK;
+}
+
+/* The sections this version knows, found by bp_index_sections. */
+enum {
+    BP_SEC_NET,
+    BP_SEC_PARAMS,
+    BP_SEC_OPTIMIZER,
+    BP_SEC_PROGRESS,
+    BP_SEC_RNG,
+    BP_SEC_LABELS,
+    BP_SEC_SCALING,
+    BP_SEC_META,
+    BP_SEC_COUNT
+};
+
+static const char *const bp_section_tags[BP_SEC_COUNT] = {
+    BP_TAG_NET,    BP_TAG_PARAMS,  BP_TAG_OPTIMIZER, BP_TAG_PROGRESS,
+    BP_TAG_RNG,    BP_TAG_LABELS,  BP_TAG_SCALING,   BP_TAG_META,
+};
+
+/* Payloads of the known sections; p == NULL for one that is absent. */
+typedef struct bp_sections {
+    bp_reader sec[BP_SEC_COUNT];
+} bp_sections;
+
+/*
+ * Checks the magic, the version and the header fields of the first
+ * `size` bytes, and returns the file length the header announces.
+ */
+static bp_status bp_check_header(const bp_source *src,
+                                 const unsigned char *data, size_t size,
+                                 uint64_t *length)
+{
+    size_t head = size < BP_MODEL_MAGIC_SIZE ? size : BP_MODEL_MAGIC_SIZE;
+
+    if (size == 0)
+        return bp_bad(src, "is empty");
+    if (memcmp(data, BP_MODEL_MAGIC, head) != 0)
+        return bp_bad(src, "is not a bprop model file: it does not start "
+                      "with the bytes \\x89BPM\\r\\n\\x1A\\n");
+    if (size < BP_MODEL_HEADER_SIZE)
+        return bp_bad(src, "is truncated: it holds %zu bytes, fewer than "
+                      "the %d of a header", size, BP_MODEL_HEADER_SIZE);
+
+    uint32_t version = bp_le_get32(data + 8);
+    if (version == 0)
+        return bp_bad(src, "is corrupt: its format version is 0");
+    if (version > BPROP_MODEL_FORMAT_VERSION)
+        return bp_bad(src, "uses format version %u, which is newer than "
+                      "this bprop (%s) reads (up to version %d): upgrade "
+                      "bprop to load it", (unsigned)version, bp_version(),
+                      BPROP_MODEL_FORMAT_VERSION);
+    if (bp_le_get32(data + 12) != 0)
+        return bp_bad(src, "is corrupt: header flags 0x%08X are set, but "
+                      "version %u defines none", (unsigned)bp_le_get32(
+                      data + 12), (unsigned)version);
+
+    *length = bp_le_get64(data + 16);
+    if (*length < BP_MODEL_HEADER_SIZE + BP_END_SIZE ||
+        *length % BP_SECTION_ALIGN != 0)
+        return bp_bad(src, "is corrupt: its header gives a length of %llu "
+                      "bytes", (unsigned long long)*length);
+    return BP_STATUS_OK;
+}
+
+/* Checks the length and the END section's checksum of a whole file. */
+static bp_status bp_check_whole(const bp_source *src,
+                                const unsigned char *data, size_t size,
+                                uint64_t length)
+{
+    char tag[17];
+
+    if (size < length)
+        return bp_bad(src, "is truncated: it holds %zu of the %llu bytes "
+                      "its header announces", size,
+                      (unsigned long long)length);
+    if (size > length)
+        return bp_bad(src, "is corrupt: it has %zu bytes after the %llu "
+                      "its header announces", size - (size_t)length,
+                      (unsigned long long)length);
+
+    const unsigned char *end = data + size - BP_END_SIZE;
+    if (memcmp(end, BP_TAG_END, 4) != 0 ||
+        bp_le_get64(end + 8) != BP_END_PAYLOAD)
+        return bp_bad(src, "is corrupt: it does not end with an END "
+                      "section (found '%s')", bp_tag_text(end, tag));
+
+    /* The checksum cannot cover the word after it, which is fixed. */
+    if (bp_le_get32(end + BP_SECTION_HEADER_SIZE + 4) != 0)
+        return bp_bad(src, "is corrupt: its last 4 bytes are not zero");
+
+    uint32_t stored = bp_le_get32(end + BP_SECTION_HEADER_SIZE);
+    uint32_t actual = bp_crc32(0, data, size - BP_END_PAYLOAD);
+    if (stored != actual)
+        return bp_bad(src, "is corrupt: its checksum is 0x%08X but its "
+                      "contents give 0x%08X", (unsigned)stored,
+                      (unsigned)actual);
+    return BP_STATUS_OK;
+}
+
+/* Walks the sections between the header and END, noting known ones. */
+static bp_status bp_index_sections(const bp_source *src,
+                                   const unsigned char *data, size_t size,
+                                   bp_sections *found)
+{
+    size_t at = BP_MODEL_HEADER_SIZE, stop = size - BP_END_SIZE;
+    char tag[17];
+
+    memset(found, 0, sizeof *found);
+    while (at < stop) {
+        const unsigned char *head = data + at;
+
+        if (stop - at < BP_SECTION_HEADER_SIZE)
+            return bp_bad(src, "is corrupt: a section header at byte %zu "
+                          "runs into the END section", at);
+        uint32_t flags = bp_le_get32(head + 4);
+        uint64_t len = bp_le_get64(head + 8);
+        at += BP_SECTION_HEADER_SIZE;
+        uint64_t padded = len + (BP_SECTION_ALIGN - len % BP_SECTION_ALIGN) %
+                                    BP_SECTION_ALIGN;
+        if (len > stop - at || padded > stop - at)
+            return bp_bad(src, "is corrupt: section '%s' claims %llu bytes "
+                          "but %zu remain before the END section",
+                          bp_tag_text(head, tag), (unsigned long long)len,
+                          stop - at);
+
+        int known = -1;
+        for (int k = 0; k < BP_SEC_COUNT; k++)
+            if (memcmp(head, bp_section_tags[k], 4) == 0)
+                known = k;
+        if (known >= 0) {
+            if (found->sec[known].p != NULL)
+                return bp_bad(src, "is corrupt: it has two '%s' sections",
+                              bp_tag_text(head, tag));
+            found->sec[known] = (bp_reader){data + at, (size_t)len, 0};
+        } else if (memcmp(head, BP_TAG_END, 4) == 0) {
+            return bp_bad(src, "is corrupt: an END section at byte %zu "
+                          "comes before the end", at - BP_SECTION_HEADER_SIZE);
+        } else if (flags & BP_SECTION_REQUIRED) {
+            return bp_bad(src, "needs section '%s', which this bprop (%s) "
+                          "cannot read: upgrade bprop to load it",
+                          bp_tag_text(head, tag), bp_version());
+        }
+        at += (size_t)padded;
+    }
+    if (found->sec[BP_SEC_NET].p == NULL)
+        return bp_bad(src, "is corrupt: it has no NETW section");
+    if (found->sec[BP_SEC_PARAMS].p == NULL)
+        return bp_bad(src, "is corrupt: it has no PARM section");
+    return BP_STATUS_OK;
+}
+
+/* The parameters layer specs need, or -1 if they would not fit. */
+static int64_t bp_count_params(int64_t n_inputs, const bp_layer_spec *layers,
+                               int n_layers)
+{
+    int64_t total = 0, in = n_inputs;
+
+    for (int i = 0; i < n_layers; i++) {
+        int64_t out = layers[i].units;
+
+        if (in > (BP_MAX_FLOATS - total) / (out + 1))
+            return -1;
+        total += in * out + out;
+        in = out;
+    }
+    return total;
+}
+
+/* Reads NETW's fields and layer specs into a new array *layers. */
+static bp_status bp_read_specs(const bp_source *src, bp_reader r,
+                               uint32_t *loss, int64_t *n_inputs,
+                               bp_layer_spec **layers, int *n_layers)
+{
+    uint32_t dtype, count, reserved;
+    uint64_t inputs;
+
+    *layers = NULL;
+    if (!bp_get_u32(&r, &dtype) || !bp_get_u32(&r, loss) ||
+        !bp_get_u64(&r, &inputs) || !bp_get_u32(&r, &count) ||
+        !bp_get_u32(&r, &reserved))
+        return bp_bad(src, "is corrupt: section NETW is too short");
+    if (dtype != BP_DTYPE_FLOAT32)
+        return bp_bad(src, "stores parameters of dtype %u; this bprop "
+                      "reads float32 (dtype 1) only", (unsigned)dtype);
+    if (bp_loss_name((bp_loss)*loss) == NULL)
+        return bp_bad(src, "is corrupt: its loss code %u is unknown",
+                      (unsigned)*loss);
+    if (inputs < 1 || inputs > BP_MAX_FLOATS)
+        return bp_bad(src, "is corrupt: its network takes %llu inputs",
+                      (unsigned long long)inputs);
+    if (count < 1 || count > bp_left(&r) / BP_NET_LAYER)
+        return bp_bad(src, "is corrupt: section NETW cannot hold %u "
+                      "layers", (unsigned)count);
+
+    *layers = calloc(count, sizeof **layers);
+    if (*layers == NULL)
+        return bp_fail(BP_STATUS_OUT_OF_MEMORY,
+                       "%s: cannot allocate %u layers", src->fn,
+                       (unsigned)count);
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t kind = 0, act = 0;
+        uint64_t units = 0;
+
+        /* The count check above guarantees these bytes. */
+        bp_get_u32(&r, &kind);
+        bp_get_u32(&r, &act);
+        bp_get_u64(&r, &units);
+        if (kind != BP_LAYER_DENSE)
+            return bp_bad(src, "has layer %u of kind %u, which this bprop "
+                          "cannot read", (unsigned)i, (unsigned)kind);
+        if (bp_activation_name((bp_activation)act) == NULL)
+            return bp_bad(src, "is corrupt: layer %u has the unknown "
+                          "activation code %u", (unsigned)i, (unsigned)act);
+        if (units < 1 || units > BP_MAX_FLOATS)
+            return bp_bad(src, "is corrupt: layer %u has %llu units",
+                          (unsigned)i, (unsigned long long)units);
+        (*layers)[i].units = (int64_t)units;
+        (*layers)[i].activation = (bp_activation)act;
+    }
+    *n_inputs = (int64_t)inputs;
+    *n_layers = (int)count;
+    return BP_STATUS_OK;
+}
+
+/*
+ * Reads the n_params floats that follow a count in `r` into `dst`; they
+ * must all be finite. `what` names them in messages.
+ */
+static bp_status bp_read_slab(const bp_source *src, bp_reader *r,
+                              const char *section, const char *what,
+                              float *dst, int64_t n_params)
+{
+    uint64_t count;
+
+    if (!bp_get_u64(r, &count) || count != (uint64_t)n_params)
+        return bp_bad(src, "is corrupt: section %s holds %s for a "
+                      "different network", section, what);
+    if (bp_left(r) / 4 < (uint64_t)n_params)
+        return bp_bad(src, "is corrupt: section %s is too short for its "
+                      "%lld %s", section, (long long)n_params, what);
+    bp_get_floats(r, dst, n_params);
+    for (int64_t i = 0; i < n_params; i++)
+        if (!isfinite(dst[i]))
+            return bp_bad(src, "is corrupt: value %lld of its %s is not "
+                          "finite", (long long)i, what);
+    return BP_STATUS_OK;
+}
+
+/* Builds the network from NETW and PARM; *out stays NULL on failure. */
+static bp_status bp_read_net(const bp_source *src, const bp_sections *s,
+                             bp_net **out)
+{
+    bp_layer_spec *layers;
+    int64_t n_inputs = 0;
+    uint32_t loss = 0;
+    int n_layers = 0;
+
+    *out = NULL;
+    bp_status st = bp_read_specs(src, s->sec[BP_SEC_NET], &loss, &n_inputs,
+                                 &layers, &n_layers);
+
+    /* Size the parameters against PARM before allocating them. */
+    bp_reader params = s->sec[BP_SEC_PARAMS];
+    int64_t n_params = -1;
+    if (st == BP_STATUS_OK) {
+        n_params = bp_count_params(n_inputs, layers, n_layers);
+        if (n_params < 0 || params.n < 8 ||
+            (params.n - 8) / 4 < (uint64_t)n_params)
+            st = bp_bad(src, "is corrupt: section PARM is too short for "
+                        "the network in NETW");
+    }
+    if (st == BP_STATUS_OK) {
+        st = bp_net_create(out, n_inputs, layers, n_layers, (bp_loss)loss);
+        if (st == BP_STATUS_INVALID_ARGUMENT) {
+            char why[512];
+
+            snprintf(why, sizeof why, "%s", bp_last_error());
+            st = bp_bad(src, "is corrupt: its network is invalid (%s)",
+                        why);
+        }
+    }
+    free(layers);
+    if (st == BP_STATUS_OK)
+        st = bp_read_slab(src, &params, "PARM", "parameters",
+                          (*out)->params, n_params);
+    if (st != BP_STATUS_OK) {
+        bp_net_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+/* OPTM: the SGD settings and the momentum buffers. */
+static bp_status bp_read_optimizer(const bp_source *src, bp_reader r,
+                                   bp_net *net, bp_model_extras *ex)
+{
+    uint32_t kind, nesterov, lr, momentum, l2, reserved;
+
+    if (!bp_get_u32(&r, &kind) || !bp_get_u32(&r, &nesterov) ||
+        !bp_get_u32(&r, &lr) || !bp_get_u32(&r, &momentum) ||
+        !bp_get_u32(&r, &l2) || !bp_get_u32(&r, &reserved))
+        return bp_bad(src, "is corrupt: section OPTM is too short");
+    if (kind != BP_OPTIMIZER_SGD)
+        return bp_bad(src, "uses optimizer %u, which this bprop cannot "
+                      "read", (unsigned)kind);
+
+    bp_sgd_config sgd = {bp_f32_from_bits(lr), bp_f32_from_bits(momentum),
+                         nesterov != 0, bp_f32_from_bits(l2)};
+    if (nesterov > 1 || bp_sgd_check(src->fn, &sgd) != BP_STATUS_OK)
+        return bp_bad(src, "is corrupt: section OPTM holds invalid SGD "
+                      "settings");
+    BP_TRY(bp_read_slab(src, &r, "OPTM", "momentum buffers", net->velocity,
+                        net->n_params));
+    ex->sgd = sgd;
+    ex->has_optimizer = 1;
+    return BP_STATUS_OK;
+}
+
+/* STEP and RNGS: fixed fields. */
+static bp_status bp_read_counters(const bp_source *src, const bp_sections *s,
+                                  bp_model_extras *ex)
+{
+    bp_reader r = s->sec[BP_SEC_PROGRESS];
+
+    if (r.p != NULL) {
+        if (!bp_get_u64(&r, &ex->epochs) || !bp_get_u64(&r, &ex->steps))
+            return bp_bad(src, "is corrupt: section STEP is too short");
+        ex->has_progress = 1;
+    }
+
+    r = s->sec[BP_SEC_RNG];
+    if (r.p != NULL) {
+        uint32_t init, reserved;
+
+        if (!bp_get_u64(&r, &ex->seed) || !bp_get_u64(&r, &ex->next_stream) ||
+            !bp_get_u32(&r, &init) || !bp_get_u32(&r, &reserved))
+            return bp_bad(src, "is corrupt: section RNGS is too short");
+        if (init > BP_INIT_GLOROT)
+            return bp_bad(src, "is corrupt: section RNGS has the unknown "
+                          "init code %u", (unsigned)init);
+        ex->init = (bp_init)init;
+        ex->has_rng = 1;
+    }
+    return BP_STATUS_OK;
+}
+
+/* LABL: a type, a count matching the outputs, and the values. */
+static bp_status bp_read_labels(const bp_source *src, bp_reader r,
+                                const bp_net *net, bp_model_extras *ex)
+{
+    int64_t n_out = bp_net_n_outputs(net);
+    uint32_t type, reserved;
+    uint64_t count;
+
+    if (!bp_get_u32(&r, &type) || !bp_get_u32(&r, &reserved) ||
+        !bp_get_u64(&r, &count))
+        return bp_bad(src, "is corrupt: section LABL is too short");
+    if (type < BP_LABEL_TYPE_INT || type > BP_LABEL_TYPE_STRING)
+        return bp_bad(src, "is corrupt: section LABL has the unknown type "
+                      "%u", (unsigned)type);
+    if (count != (uint64_t)n_out && !(n_out == 1 && count == 2))
+        return bp_bad(src, "is corrupt: it has %llu class labels for %lld "
+                      "outputs", (unsigned long long)count,
+                      (long long)n_out);
+    if ((type == BP_LABEL_TYPE_STRING ? bp_left(&r) / 4
+                                      : bp_left(&r) / 8) < count)
+        return bp_bad(src, "is corrupt: section LABL is too short for "
+                      "%llu labels", (unsigned long long)count);
+
+    int64_t n = (int64_t)count;
+    ex->label_type = (bp_label_type)type;
+    ex->n_labels = n;
+    if (type == BP_LABEL_TYPE_INT) {
+        ex->int_labels = malloc((size_t)n * sizeof *ex->int_labels);
+        if (ex->int_labels == NULL)
+            goto out_of_memory;
+        for (int64_t i = 0; i < n; i++, r.at += 8)
+            ex->int_labels[i] = (int64_t)bp_le_get64(r.p + r.at);
+        return BP_STATUS_OK;
+    }
+    if (type == BP_LABEL_TYPE_FLOAT) {
+        ex->float_labels = malloc((size_t)n * sizeof *ex->float_labels);
+        if (ex->float_labels == NULL)
+            goto out_of_memory;
+        bp_get_doubles(&r, ex->float_labels, n);
+        for (int64_t i = 0; i < n; i++)
+            if (!isfinite(ex->float_labels[i]))
+                return bp_bad(src, "is corrupt: class label %lld is not "
+                              "finite", (long long)i);
+        return BP_STATUS_OK;
+    }
+    ex->string_labels = calloc((size_t)n, sizeof *ex->string_labels);
+    if (ex->string_labels == NULL)
+        goto out_of_memory;
+    for (int64_t i = 0; i < n; i++)
+        BP_TRY(bp_get_text(src, &r, "LABL", &ex->string_labels[i]));
+    return BP_STATUS_OK;
+
+out_of_memory:
+    ex->n_labels = 0;
+    ex->label_type = BP_LABEL_TYPE_NONE;
+    return bp_fail(BP_STATUS_OUT_OF_MEMORY,
+                   "%s: cannot allocate %lld class labels", src->fn,
+                   (long long)n);
+}
+
+/* SCAL: a mean and a scale per input feature. */
+static bp_status bp_read_scaling(const bp_source *src, bp_reader r,
+                                 const bp_net *net, bp_model_extras *ex)
+{
+    uint64_t count;
+
+    if (!bp_get_u64(&r, &count))
+        return bp_bad(src, "is corrupt: section SCAL is too short");
+    if (count != (uint64_t)net->n_inputs)
+        return bp_bad(src, "is corrupt: section SCAL scales %llu features "
+                      "but the network takes %lld",
+                      (unsigned long long)count, (long long)net->n_inputs);
+    if (bp_left(&r) / 16 < count)
+        return bp_bad(src, "is corrupt: section SCAL is too short for %llu "
+                      "features", (unsigned long long)count);
+
+    int64_t n = (int64_t)count;
+    ex->mean = malloc((size_t)n * sizeof(double));
+    ex->scale = malloc((size_t)n * sizeof(double));
+    if (ex->mean == NULL || ex->scale == NULL)
+        return bp_fail(BP_STATUS_OUT_OF_MEMORY,
+                       "%s: cannot allocate the scaling of %lld features",
+                       src->fn, (long long)n);
+    ex->n_scaling = n;
+    bp_get_doubles(&r, ex->mean, n);
+    bp_get_doubles(&r, ex->scale, n);
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(ex->mean[i]) || !isfinite(ex->scale[i]) ||
+            ex->scale[i] == 0.0)
+            return bp_bad(src, "is corrupt: the scaling of feature %lld is "
+                          "not finite and nonzero", (long long)i);
+    return BP_STATUS_OK;
+}
+
+static int bp_compare_texts(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* META: key/value strings with distinct, non-empty keys. */
+static bp_status bp_read_meta(const bp_source *src, bp_reader r,
+                              bp_model_extras *ex)
+{
+    uint64_t count;
+
+    if (!bp_get_u64(&r, &count))
+        return bp_bad(src, "is corrupt: section META is too short");
+    if (bp_left(&r) / 8 < count)
+        return bp_bad(src, "is corrupt: section META is too short for %llu "
+                      "entries", (unsigned long long)count);
+
+    /* One more slot than entries, so that none is not a NULL array. */
+    int64_t n = (int64_t)count;
+    ex->meta_keys = calloc((size_t)n + 1, sizeof(char *));
+    ex->meta_values = calloc((size_t)n + 1, sizeof(char *));
+    if (ex->meta_keys == NULL || ex->meta_values == NULL)
+        return bp_fail(BP_STATUS_OUT_OF_MEMORY,
+                       "%s: cannot allocate %lld metadata entries", src->fn,
+                       (long long)n);
+    ex->n_meta = n;
+    for (int64_t i = 0; i < n; i++) {
+        BP_TRY(bp_get_text(src, &r, "META", &ex->meta_keys[i]));
+        BP_TRY(bp_get_text(src, &r, "META", &ex->meta_values[i]));
+        if (ex->meta_keys[i][0] == '\0')
+            return bp_bad(src, "is corrupt: metadata key %lld is empty",
+                          (long long)i);
+    }
+
+    if (n < 2)
+        return BP_STATUS_OK;
+
+    /* Sorting a copy finds duplicates in n log n, whatever n is. */
+    char **sorted = malloc((size_t)n * sizeof *sorted);
+    if (sorted == NULL)
+        return bp_fail(BP_STATUS_OUT_OF_MEMORY,
+                       "%s: cannot check %lld metadata keys", src->fn,
+                       (long long)n);
+    memcpy(sorted, ex->meta_keys, (size_t)n * sizeof *sorted);
+    qsort(sorted, (size_t)n, sizeof *sorted, bp_compare_texts);
+    int64_t dup = -1;
+    for (int64_t i = 1; i < n && dup < 0; i++)
+        if (strcmp(sorted[i - 1], sorted[i]) == 0)
+            dup = i;
+    bp_status st = BP_STATUS_OK;
+    if (dup >= 0)
+        st = bp_bad(src, "is corrupt: metadata key '%s' appears twice",
+                    sorted[dup]);
+    free(sorted);
+    return st;
+}
+
+/* Reads the optional sections into `ex` and the momentum into `net`. */
+static bp_status bp_read_extras(const bp_source *src, const bp_sections *s,
+                                bp_net *net, bp_model_extras *ex)
+{
+    if (s->sec[BP_SEC_OPTIMIZER].p != NULL)
+        BP_TRY(bp_read_optimizer(src, s->sec[BP_SEC_OPTIMIZER], net, ex));
+    BP_TRY(bp_read_counters(src, s, ex));
+    if (s->sec[BP_SEC_LABELS].p != NULL)
+        BP_TRY(bp_read_labels(src, s->sec[BP_SEC_LABELS], net, ex));
+    if (s->sec[BP_SEC_SCALING].p != NULL)
+        BP_TRY(bp_read_scaling(src, s->sec[BP_SEC_SCALING], net, ex));
+    if (s->sec[BP_SEC_META].p != NULL)
+        BP_TRY(bp_read_meta(src, s->sec[BP_SEC_META], ex));
+    return BP_STATUS_OK;
+}
+
+/* Parses a whole file; hands out the results only when all is valid. */
+static bp_status bp_parse(const bp_source *src, const unsigned char *data,
+                          size_t size, bp_net **out, bp_model_extras **extras)
+{
+    uint64_t length = 0;
+    bp_sections s;
+
+    BP_TRY(bp_check_header(src, data, size, &length));
+    BP_TRY(bp_check_whole(src, data, size, length));
+    BP_TRY(bp_index_sections(src, data, size, &s));
+
+    bp_net *net;
+    BP_TRY(bp_read_net(src, &s, &net));
+
+    bp_model_extras *ex;
+    bp_status st = bp_model_extras_create(&ex);
+    if (st == BP_STATUS_OK)
+        st = bp_read_extras(src, &s, net, ex);
+    if (st != BP_STATUS_OK) {
+        bp_model_extras_free(ex);
+        bp_net_free(net);
+        return st;
+    }
+    *out = net;
+    if (extras != NULL)
+        *extras = ex;
+    else
+        bp_model_extras_free(ex);
+    return BP_STATUS_OK;
+}
+
+bp_status bp_net_load_buffer(bp_net **out, const void *data, size_t size,
+                             bp_model_extras **extras)
+{
+    static const char fn[] = "bp_net_load_buffer";
+    bp_source src = {fn, NULL};
+
+    BP_REQUIRE_PTR(fn, out);
+    *out = NULL;
+    if (extras != NULL)
+        *extras = NULL;
+    BP_REQUIRE_DATA(fn, data, size);
+    return bp_parse(&src, data, size, out, extras);
+}
+
+/* The text of an errno value, without strerror's shared buffer. */
+static const char *bp_errno_text(int err, char *buf, size_t n)
+{
+#if defined(_WIN32)
+    if (strerror_s(buf, n, err) != 0)
+        snprintf(buf, n, "error %d", err);
+#elif defined(__unix__) || defined(__APPLE__)
+    if (strerror_r(err, buf, n) != 0)
+        snprintf(buf, n, "error %d", err);
+#else
+    snprintf(buf, n, "%s", strerror(err));
+#endif
+    return buf;
+}
+
+/*
+ * Reads a file into a new buffer, never past one byte more than its
+ * header announces (the byte that reveals trailing data).
+ */
+static bp_status bp_read_all(const bp_source *src, FILE *f,
+                             unsigned char **data, size_t *size)
+{
+    unsigned char head[BP_MODEL_HEADER_SIZE];
+    size_t got = fread(head, 1, sizeof head, f);
+    size_t limit = got;
+
+    if (got == sizeof head &&
+        memcmp(head, BP_MODEL_MAGIC, BP_MODEL_MAGIC_SIZE) == 0) {
+        uint64_t length = bp_le_get64(head + 16);
+
+        limit = length < SIZE_MAX ? (size_t)length + 1 : SIZE_MAX;
+    }
+
+    size_t cap = got > 0 ? got : 1;
+    unsigned char *buf = malloc(cap);
+    if (buf == NULL)
+        return bp_fail(BP_STATUS_OUT_OF_MEMORY, "%s: out of memory reading "
+                       "'%s'", src->fn, src->path);
+    memcpy(buf, head, got);
+    while (got == cap && got < limit && !ferror(f)) {
+        size_t grow = cap < (1u << 16) ? (1u << 16) : cap;
+        size_t next = limit - cap < grow ? limit : cap + grow;
+        unsigned char *bigger = realloc(buf, next);
+
+        if (bigger == NULL) {
+            free(buf);
+            return bp_fail(BP_STATUS_OUT_OF_MEMORY, "%s: out of memory "
+                           "reading '%s'", src->fn, src->path);
+        }
+        buf = bigger;
+        cap = next;
+        got += fread(buf + got, 1, cap - got, f);
+    }
+    if (ferror(f)) {
+        char why[128];
+
+        bp_errno_text(errno, why, sizeof why);
+        free(buf);
+        return bp_fail(BP_STATUS_IO, "%s: cannot read '%s': %s", src->fn,
+                       src->path, why);
+    }
+    *data = buf;
+    *size = got;
+    return BP_STATUS_OK;
+}
+
+bp_status bp_net_load(bp_net **out, const char *path,
+                      bp_model_extras **extras)
+{
+    static const char fn[] = "bp_net_load";
+    bp_source src = {fn, path};
+
+    BP_REQUIRE_PTR(fn, out);
+    *out = NULL;
+    if (extras != NULL)
+        *extras = NULL;
+    BP_REQUIRE_PTR(fn, path);
+
+    errno = 0;
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        char why[128];
+
+        bp_errno_text(errno, why, sizeof why);
+        return bp_fail(BP_STATUS_IO, "%s: cannot open '%s': %s", fn, path,
+                       why);
+    }
+    unsigned char *data = NULL;
+    size_t size = 0;
+    bp_status st = bp_read_all(&src, f, &data, &size);
+    fclose(f);
+    if (st == BP_STATUS_OK)
+        st = bp_parse(&src, data, size, out, extras);
+    free(data);
+    return st;
+}

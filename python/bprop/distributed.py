@@ -1,0 +1,471 @@
+"""Training across processes with MPI, and batch prediction with Dask.
+
+Data-parallel training runs one copy of a model in every MPI rank:
+``model.fit(X, y, ..., distributed=True)`` in a script started by
+``mpirun -n 4 python script.py``, or ``mpirun -n 4 bprop train
+--distributed``. Every rank passes the same data; rank 0's parameters
+are broadcast at the start, each rank computes the gradient of its shard
+of every global batch, the gradients are summed across ranks, and every
+rank applies the same update. MPI comes from mpi4py (``pip install
+"bprop[mpi]"``) over Open MPI or MPICH.
+
+``predict_dask`` predicts a Dask array block by block, on any Dask
+scheduler.
+
+Design decisions:
+- The C core stays free of MPI. A step is ``bp_net_gradient`` on this
+  rank's rows, an in-place all-reduce of the gradient slab (a NumPy
+  array over the network's own memory: no copy) and
+  ``bp_net_apply_gradients``.
+- Every rank draws the shuffled order of a one-process epoch
+  (``bp_shuffle_order`` with the same seed and epoch). A global batch of
+  B rows is cut into contiguous shards: rank r of n takes rows
+  [B r / n, B (r + 1) / n) of it.
+- A shard's gradient is the mean over its rows; it is weighted by
+  rows / B before the sum. With one rank the weight is exactly 1, so the
+  result is bitwise the one-process result; with two ranks the sum of two
+  terms does not depend on the order MPI adds them in.
+- ``reduction="ordered"`` gathers every rank's gradient and adds them in
+  rank order on every rank: bitwise reproducible for any MPI library and
+  any rank count, at the cost of an all-gather instead of an all-reduce.
+- A rank whose loss is not finite writes NaN into its gradient before the
+  all-reduce, so every rank sees it and all stop at the same step rather
+  than leaving the others waiting in the next collective call.
+- The loss is summed locally and reduced once per epoch, with a flag that
+  says whether any rank's parameters became NaN or infinite.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import _core
+from ._validation import as_matrix
+from .callbacks import History
+
+DivergenceError = _core.DivergenceError
+
+REDUCTIONS = ("sum", "ordered")
+
+_log = logging.getLogger("bprop")
+
+
+def mpi() -> Any:
+    """The ``mpi4py.MPI`` module; ImportError with the fix if it is missing."""
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise ImportError(
+            "distributed training needs mpi4py and an MPI library: "
+            "pip install 'bprop[mpi]' mpich, or install Open MPI "
+            "(apt-get install openmpi-bin libopenmpi-dev) and then 'bprop[mpi]'"
+        ) from exc
+    return MPI
+
+
+def world() -> Any:
+    """``MPI.COMM_WORLD``: every process of the job."""
+    return mpi().COMM_WORLD
+
+
+@dataclass(frozen=True)
+class DataParallel:
+    """How ``fit(..., distributed=...)`` trains across processes.
+
+    ``distributed=True`` is ``DataParallel()``: all ranks of
+    ``MPI.COMM_WORLD``, gradients summed by ``MPI_Allreduce``.
+
+    Parameters
+    ----------
+    comm : mpi4py communicator, optional
+        The ranks that train together; ``MPI.COMM_WORLD`` when None.
+    reduction : str
+        "sum": one in-place ``Allreduce`` per step, in whatever order the
+        MPI library adds. "ordered": an ``Allgather``, then a sum in rank
+        order on every rank, bitwise reproducible for any MPI library.
+    """
+
+    comm: Any = None
+    reduction: str = "sum"
+
+    def __post_init__(self) -> None:
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(
+                f"unknown reduction {self.reduction!r}; choose one of {', '.join(REDUCTIONS)}"
+            )
+
+    def communicator(self) -> Any:
+        return self.comm if self.comm is not None else world()
+
+
+def as_plan(distributed: Any) -> DataParallel | None:
+    """The DataParallel that a ``distributed`` argument of fit means."""
+    if distributed is None or distributed is False:
+        return None
+    if distributed is True:
+        return DataParallel()
+    if isinstance(distributed, DataParallel):
+        return distributed
+    if hasattr(distributed, "Allreduce") and hasattr(distributed, "Get_rank"):
+        return DataParallel(comm=distributed)
+    raise ValueError(
+        f"distributed must be True, False, an MPI communicator or a DataParallel, "
+        f"got {distributed!r}"
+    )
+
+
+def shard(rows: int, size: int, rank: int) -> tuple[int, int]:
+    """The rows [begin, end) of a batch of `rows` that `rank` of `size` takes."""
+    return rows * rank // size, rows * (rank + 1) // size
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def threads_per_rank(comm: Any) -> int:
+    """Threads a rank should use: at most its share of this machine's cores
+    among the ranks running on it (at least 1), unless OMP_NUM_THREADS is
+    set, which then wins."""
+    current = _core.get_num_threads()
+    if "OMP_NUM_THREADS" in os.environ:
+        return current
+    local = comm.Split_type(mpi().COMM_TYPE_SHARED)
+    try:
+        share = max(1, _cores() // local.Get_size())
+    finally:
+        local.Free()
+    return min(current, share)
+
+
+def _check_same_everywhere(comm: Any, facts: dict[str, Any]) -> None:
+    """ValueError on every rank unless every rank has the same `facts`."""
+    every = comm.allgather(facts)
+    for name in facts:
+        differ = [r for r, other in enumerate(every) if other[name] != every[0][name]]
+        if differ:
+            raise ValueError(
+                f"distributed training needs the same {name} on every rank: rank 0 has "
+                f"{every[0][name]!r}, rank {differ[0]} has {every[differ[0]][name]!r}"
+            )
+
+
+# Rows of the data, evenly spaced, whose CRC-32 every rank compares.
+_SAMPLE_ROWS = 4096
+
+
+def _fingerprint(array: np.ndarray) -> int:
+    """A CRC-32 of a sample of rows (all of them in a small array): equal
+    data give equal values on any machine, and a sample costs little."""
+    if len(array) > _SAMPLE_ROWS:
+        array = array[np.linspace(0, len(array) - 1, _SAMPLE_ROWS).astype(np.int64)]
+    return zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B"))
+
+
+class _Trainer:
+    """One distributed fit: the shard buffers and the step loop."""
+
+    def __init__(self, model: Any, x: np.ndarray, targets: np.ndarray, opt: Any,
+                 batch: int, shuffle: bool, plan: DataParallel) -> None:
+        self.MPI = mpi()
+        self.comm = plan.communicator()
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.ordered = plan.reduction == "ordered"
+        self.model, self.net, self.opt = model, model._net, opt
+        self.x, self.targets = x, targets
+        self.labels = targets.dtype == np.int32
+        self.batch, self.shuffle = batch, shuffle
+        self.order = np.arange(len(x), dtype=np.int64)
+        self.grads = self.net.grads_array()
+        most = -(-batch // self.size)
+        self.bx = np.empty((most, x.shape[1]), np.float32)
+        self.by = np.empty((most, *targets.shape[1:]), targets.dtype)
+        self.parts = np.empty((self.size, len(self.grads)), np.float32) if self.ordered else None
+
+    def broadcast_state(self, shuffle_seed: int) -> int:
+        """Rank 0's parameters, momentum, seeds and epoch count everywhere;
+        returns the shuffle seed every rank uses."""
+        model, net = self.model, self.net
+        state = (shuffle_seed, model.seed, model._epochs_done, model._steps_done)
+        shuffle_seed, model.seed, model._epochs_done, model._steps_done = self.comm.bcast(
+            state, root=0
+        )
+        for get, put in ((net.get_params, net.set_params), (net.get_velocity, net.set_velocity)):
+            values = np.empty(net.n_params, np.float32)
+            get(values)
+            self.comm.Bcast(values, root=0)
+            put(values)
+        return shuffle_seed
+
+    def _shard(self, start: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        begin, end = shard(rows, self.size, self.rank)
+        if not self.shuffle:
+            return self.x[start + begin : start + end], self.targets[start + begin : start + end]
+        rows_here = self.order[start + begin : start + end]
+        bx, by = self.bx[: len(rows_here)], self.by[: len(rows_here)]
+        np.take(self.x, rows_here, axis=0, out=bx)
+        np.take(self.targets, rows_here, axis=0, out=by)
+        return bx, by
+
+    def _reduce(self) -> None:
+        if self.size == 1:
+            return
+        if self.ordered:
+            self.comm.Allgather(self.grads, self.parts)
+            np.copyto(self.grads, self.parts[0])
+            for part in self.parts[1:]:
+                self.grads += part
+        else:
+            self.comm.Allreduce(self.MPI.IN_PLACE, self.grads, op=self.MPI.SUM)
+
+    def step(self, start: int, rows: int) -> float:
+        """One global batch; returns this rank's summed loss of its rows."""
+        bx, by = self._shard(start, rows)
+        local, problem = 0.0, None
+        if len(bx) == 0:
+            self.grads.fill(0.0)
+        else:
+            y_arg, label_arg = (None, by) if self.labels else (by, None)
+            try:
+                loss = self.net.gradient(bx, y_arg, label_arg)
+            except DivergenceError as exc:
+                problem = str(exc)
+                self.grads[0] = np.nan
+            else:
+                local = loss * len(bx)
+                if len(bx) != rows:
+                    self.grads *= np.float32(len(bx) / rows)
+        self._reduce()
+        if not np.isfinite(self.grads[0]):
+            raise DivergenceError(problem or "the loss of another rank's rows is not finite")
+        opt = self.opt
+        self.net.apply_gradients(opt.lr, opt.momentum, opt.nesterov, opt.l2)
+        return local
+
+    def epoch(self, shuffle_seed: int) -> float:
+        """One pass over the data; returns the mean loss over all rows."""
+        n = len(self.x)
+        if self.shuffle:
+            _core.shuffle_order(self.order, shuffle_seed, self.model._epochs_done)
+        total = 0.0
+        for start in range(0, n, self.batch):
+            total += self.step(start, min(self.batch, n - start))
+
+        finite = np.empty(self.net.n_params, np.float32)
+        self.net.get_params(finite)
+        bad = _core.first_nonfinite(finite) >= 0
+        self.net.get_velocity(finite)
+        bad = bad or _core.first_nonfinite(finite) >= 0
+        summed = np.array([total, float(bad)])
+        self.comm.Allreduce(self.MPI.IN_PLACE, summed, op=self.MPI.SUM)
+        if summed[1] > 0:
+            raise DivergenceError("the weights or the momentum became NaN or infinite")
+        return float(summed[0]) / n
+
+    def agree(self) -> None:
+        """Makes sure every rank ends with rank 0's parameters, bit for bit."""
+        values = np.empty(self.net.n_params, np.float32)
+        self.net.get_params(values)
+        sums = self.comm.allgather(zlib.crc32(values.tobytes()))
+        if len(set(sums)) > 1:
+            _log.warning("ranks ended with different parameters; using rank 0's")
+            self.comm.Bcast(values, root=0)
+            self.net.set_params(values)
+
+
+def fit(model: Any, x: np.ndarray, targets: np.ndarray, x_val: np.ndarray | None,
+        y_val: np.ndarray | None, opt: Any, epochs: int, batch_size: int | None,
+        shuffle: bool, seed: int | None, verbose: bool, plan: DataParallel) -> History:
+    """The epochs of ``Sequential.fit`` across the ranks of ``plan``.
+
+    Called by fit with validated arrays; every rank returns the same
+    History and holds the same parameters afterwards.
+    """
+    batch = len(x) if batch_size is None else min(batch_size, len(x))
+    trainer = _Trainer(model, x, targets, opt, batch, shuffle, plan)
+    comm = trainer.comm
+    _check_same_everywhere(comm, {
+        "number of rows": len(x), "shape of X": x.shape, "shape of y": targets.shape,
+        "batch size": batch, "shuffle": shuffle, "number of epochs": epochs,
+        "optimizer": (opt.lr, opt.momentum, opt.nesterov, opt.l2),
+        "reduction": plan.reduction, "loss": model.loss.name,
+        "layers": [(layer.units, layer.activation) for layer in model.layers],
+        "data (CRC-32 of X)": _fingerprint(x), "data (CRC-32 of y)": _fingerprint(targets),
+        "validation data": None if x_val is None else (x_val.shape, _fingerprint(x_val)),
+    })
+    # Predictions in other threads wait while the weights change, as they
+    # do for a one-process fit: here too they see whole epochs only.
+    lock = model._params_lock
+    with lock.write():
+        shuffle_seed = trainer.broadcast_state(model.seed if seed is None else seed)
+
+    saved_threads = _core.get_local_num_threads()
+    _core.set_local_num_threads(threads_per_rank(comm))
+    history = History()
+    net = trainer.net
+    snapshot = np.empty(net.n_params, np.float32)
+    velocity = np.empty(net.n_params, np.float32)
+    bar = tqdm(total=epochs, disable=not verbose or trainer.rank != 0, unit="epoch",
+               desc=f"train ({trainer.size} ranks)")
+    try:
+        for epoch in range(epochs):
+            with lock.write():
+                net.get_params(snapshot)
+                net.get_velocity(velocity)
+                try:
+                    values = {"loss": trainer.epoch(shuffle_seed)}
+                    if x_val is not None:
+                        # Every rank holds the same weights, so all agree on this.
+                        values.update(model._evaluate_arrays(x_val, y_val, prefix="val_"))
+                except DivergenceError as exc:
+                    net.set_params(snapshot)
+                    net.set_velocity(velocity)
+                    raise DivergenceError(
+                        f"training diverged in epoch {epoch + 1}: {exc}. The weights were "
+                        "restored to the end of the previous epoch on every rank. Try a "
+                        "smaller learning rate, scaling the inputs, or a smaller momentum."
+                    ) from None
+                model._epochs_done += 1
+                model._steps_done += -(-len(x) // batch)
+            history.record(epoch, values)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+            bar.update(1)
+        with lock.write():
+            trainer.agree()
+    finally:
+        bar.close()
+        _core.set_local_num_threads(saved_threads)
+    return history
+
+
+# ---------------------------------------------------------------------------
+# Launching
+# ---------------------------------------------------------------------------
+
+
+def launcher(ranks: int) -> list[str] | None:
+    """The command prefix that starts `ranks` processes on this machine, or
+    None when no MPI launcher is found.
+
+    Prefers the ``mpiexec`` installed beside this Python (pip's mpich),
+    then ``mpirun`` or ``mpiexec`` on PATH. Open MPI gets
+    ``--oversubscribe`` (more ranks than cores are allowed) and, as root,
+    ``--allow-run-as-root``.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    found = here if os.access(here, os.X_OK) else None
+    found = found or shutil.which("mpirun") or shutil.which("mpiexec")
+    if found is None:
+        return None
+    try:
+        about = subprocess.run([found, "--version"], capture_output=True, text=True,
+                               timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    command = [found]
+    if "Open MPI" in about or "OpenRTE" in about:
+        command.append("--oversubscribe")
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            command.append("--allow-run-as-root")
+    return [*command, "-n", str(ranks)]
+
+
+# ---------------------------------------------------------------------------
+# Dask
+# ---------------------------------------------------------------------------
+
+
+class _BlockPredictor:
+    """A picklable copy of a model that predicts one block of rows.
+
+    It carries the layers, the loss and the weights; a process that
+    unpickles it rebuilds the model once, on its first block.
+    """
+
+    def __init__(self, model: Any, proba: bool) -> None:
+        self.layers = [(layer.units, layer.activation) for layer in model.layers]
+        self.n_inputs = model.n_inputs
+        self.loss = model.loss.name
+        self.weights = model.get_weights()
+        self.proba = proba
+        self._model: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_model"] = None
+        return state
+
+    def model(self) -> Any:
+        if self._model is None:
+            from .layers import Dense
+            from .model import Sequential
+
+            copy = Sequential([Dense(units, activation=act) for units, act in self.layers])
+            copy.build(self.n_inputs, self.loss)
+            copy.set_weights(self.weights)
+            self._model = copy
+        return self._model
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        model = self.model()
+        return model.predict_proba(block) if self.proba else model.predict(block)
+
+
+def predict_dask(model: Any, X: Any, proba: bool = False, chunk_rows: int = 65_536) -> Any:
+    """Predictions for a large array as a lazy Dask array, block by block.
+
+    Parameters
+    ----------
+    model : Sequential
+        A built model. Its weights are copied now: training it further
+        does not change the result.
+    X : dask.array.Array or array-like, shape (n, n_inputs)
+        Rows to predict. Column chunks are merged first, so that every
+        block holds whole rows; a NumPy array is cut into blocks of
+        `chunk_rows` rows.
+    proba : bool
+        ``predict_proba`` instead of ``predict``.
+
+    Returns
+    -------
+    dask.array.Array
+        What ``model.predict`` (or ``predict_proba``) returns for X, with
+        X's row chunks; call ``.compute()`` on any scheduler, for instance
+        a ``dask.distributed`` cluster.
+    """
+    import dask.array as da
+
+    if not model.built:
+        raise RuntimeError("the model has no parameters yet: call fit() first")
+    if proba and not model.loss.is_classification:
+        raise ValueError(f"proba=True needs a classification loss; this model uses "
+                         f"{model.loss.name!r}")
+    if not isinstance(X, da.Array):
+        X = da.from_array(as_matrix(X, "X"), chunks=(chunk_rows, -1))
+    if X.ndim != 2 or X.shape[1] != model.n_inputs:
+        raise ValueError(f"X must have shape (n, {model.n_inputs}), got {X.shape}")
+    if X.numblocks[1] > 1:
+        X = X.rechunk({1: -1})
+
+    predictor = _BlockPredictor(model, proba)
+    units = model.n_outputs
+    if proba:
+        return X.map_blocks(predictor, dtype=np.float32, chunks=(X.chunks[0], (units,)))
+    sample = predictor(np.zeros((1, model.n_inputs), np.float32))
+    if sample.ndim == 1:
+        return X.map_blocks(predictor, dtype=sample.dtype, drop_axis=1)
+    return X.map_blocks(predictor, dtype=sample.dtype, chunks=(X.chunks[0], (units,)))
