@@ -47,8 +47,9 @@ static int train_xor(const char *path)
     static const float x[] = {0, 0, 0, 1, 1, 0, 1, 1};
     static const float y[] = {0, 1, 1, 0};
     static const int64_t labels[] = {0, 1};
-    bp_layer_spec layers[] = {{4, BP_ACTIVATION_TANH},
-                              {1, BP_ACTIVATION_SIGMOID}};
+    bp_layer_spec layers[] = {
+        {.units = 4, .activation = BP_ACTIVATION_TANH},
+        {.units = 1, .activation = BP_ACTIVATION_SIGMOID}};
     bp_sgd_config sgd = {0.5f, 0.5f, 0, 0.0f};
     const int epochs = 500;
     bp_net *net;
@@ -179,8 +180,9 @@ static int train_csv(const char *data, const char *path)
     for (int64_t c = 0; c < k; c++)
         label_values[c] = (int64_t)classes[c];
 
-    bp_layer_spec layers[] = {{16, BP_ACTIVATION_RELU},
-                              {k, BP_ACTIVATION_IDENTITY}};
+    bp_layer_spec layers[] = {
+        {.units = 16, .activation = BP_ACTIVATION_RELU},
+        {.units = k, .activation = BP_ACTIVATION_IDENTITY}};
     bp_sgd_config sgd = {0.05f, 0.9f, 1, 1e-4f};
     const int64_t batch = 16, epochs = 100;
     bp_net *net;

@@ -14,7 +14,7 @@ Design decisions:
 from libc.math cimport isfinite
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from libbprop cimport *
 
@@ -77,9 +77,14 @@ cdef inline const int32_t *_ci1(const int32_t[::1] a) noexcept nogil:
 # ---------------------------------------------------------------------------
 
 SIMD_LEVELS = ("generic", "avx2", "avx512")
-ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh", "softmax")
-LOSSES = ("mse", "cross_entropy", "binary_cross_entropy")
-INITS = ("auto", "he", "glorot")
+# In the order of the C enums: a name's index is its code.
+ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh", "softmax",
+               "leaky_relu", "elu", "gelu", "gelu_tanh", "silu", "softplus",
+               "log_softmax")
+LOSSES = ("mse", "cross_entropy", "binary_cross_entropy", "mae", "huber",
+          "poisson")
+INITS = ("auto", "he", "glorot", "he_normal", "glorot_normal",
+         "lecun_uniform", "lecun_normal")
 
 
 def version():
@@ -173,45 +178,65 @@ def sgemm(float[:, ::1] c, const float[:, ::1] a, const float[:, ::1] b,
     _check(s)
 
 
-def activation_forward(float[:, ::1] y, const float[:, ::1] x, int act):
+def activation_param(int act, float param):
+    """The parameter the activation uses for `param` (0: its default);
+    NaN when `param` is invalid."""
+    return bp_activation_param(<bp_activation>act, param)
+
+
+def activation_needs_input(int act):
+    """Whether the activation's derivative needs its input x."""
+    return bool(bp_activation_needs_input(<bp_activation>act))
+
+
+def activation_forward(float[:, ::1] y, const float[:, ::1] x, int act,
+                       float param=0.0):
     cdef bp_status s
     with nogil:
-        s = bp_activation_forward(_f2(y), _cf2(x), <bp_activation>act,
-                                  x.shape[0], x.shape[1])
+        s = bp_activation_forward_ex(_f2(y), _cf2(x), <bp_activation>act,
+                                     param, x.shape[0], x.shape[1])
     _check(s)
 
 
 def activation_backward(float[:, ::1] dx, const float[:, ::1] dy,
-                        const float[:, ::1] y, int act):
+                        const float[:, ::1] y, int act, float param=0.0,
+                        const float[:, ::1] x=None):
+    cdef const float *x_p = NULL if x is None else _cf2(x)
     cdef bp_status s
     with nogil:
-        s = bp_activation_backward(_f2(dx), _cf2(dy), _cf2(y),
-                                   <bp_activation>act, y.shape[0], y.shape[1])
+        s = bp_activation_backward_ex(_f2(dx), _cf2(dy), _cf2(y), x_p,
+                                      <bp_activation>act, param, y.shape[0],
+                                      y.shape[1])
     _check(s)
 
 
 def dense_forward(float[:, ::1] y, const float[:, ::1] x,
-                  const float[:, ::1] w, const float[::1] b, int act):
+                  const float[:, ::1] w, const float[::1] b, int act,
+                  float param=0.0, float[:, ::1] z=None):
     cdef const float *bias = NULL if b is None else _cf1(b)
+    cdef float *z_p = NULL if z is None else _f2(z)
     cdef bp_status s
     with nogil:
-        s = bp_dense_forward(_f2(y), _cf2(x), _cf2(w), bias,
-                             <bp_activation>act, x.shape[0], w.shape[0],
-                             w.shape[1])
+        s = bp_dense_forward_ex(_f2(y), z_p, _cf2(x), _cf2(w), bias,
+                                <bp_activation>act, param, x.shape[0],
+                                w.shape[0], w.shape[1])
     _check(s)
 
 
 def dense_backward(float[:, ::1] dx, float[:, ::1] dw, float[::1] db,
                    float[:, ::1] dz, const float[:, ::1] dy,
                    const float[:, ::1] x, const float[:, ::1] w,
-                   const float[:, ::1] y, int act):
+                   const float[:, ::1] y, int act, float param=0.0,
+                   const float[:, ::1] z=None):
     cdef float *dx_p = NULL if dx is None else _f2(dx)
     cdef float *db_p = NULL if db is None else _f1(db)
+    cdef const float *z_p = NULL if z is None else _cf2(z)
     cdef bp_status s
     with nogil:
-        s = bp_dense_backward(dx_p, _f2(dw), db_p, _f2(dz), _cf2(dy), _cf2(x),
-                              _cf2(w), _cf2(y), <bp_activation>act,
-                              x.shape[0], w.shape[0], w.shape[1])
+        s = bp_dense_backward_ex(dx_p, _f2(dw), db_p, _f2(dz), _cf2(dy),
+                                 _cf2(x), _cf2(w), _cf2(y), z_p,
+                                 <bp_activation>act, param, x.shape[0],
+                                 w.shape[0], w.shape[1])
     _check(s)
 
 
@@ -251,6 +276,56 @@ def loss_binary_cross_entropy(float[:, ::1] grad, const float[:, ::1] logits,
     return loss
 
 
+# A loss's options travel as a dict: "kind" (a name from LOSSES) and any
+# of "delta", "label_smoothing", "pos_weight" (floats, 0: default) and
+# "class_weights" (a float32 array of one weight per class, or None).
+
+cdef int _to_loss(bp_loss_config *cfg, dict options,
+                  const float[::1] class_weights) except -1:
+    kind = options.get("kind", "mse")
+    if kind not in LOSSES:
+        raise ValueError(f"unknown loss {kind!r}")
+    cfg.kind = <bp_loss><int>LOSSES.index(kind)
+    cfg.delta = options.get("delta", 0.0)
+    cfg.label_smoothing = options.get("label_smoothing", 0.0)
+    cfg.pos_weight = options.get("pos_weight", 0.0)
+    cfg.class_weights = NULL
+    if class_weights is not None:
+        cfg.class_weights = _cf1(class_weights)
+    return 0
+
+
+cdef dict _from_loss(const bp_loss_config *cfg, int64_t classes):
+    cdef int64_t k
+    weights = None
+    if cfg.class_weights != NULL:
+        weights = [cfg.class_weights[k] for k in range(classes)]
+    return {"kind": LOSSES[<int>cfg.kind], "delta": cfg.delta,
+            "label_smoothing": cfg.label_smoothing,
+            "pos_weight": cfg.pos_weight, "class_weights": weights}
+
+
+def loss_compute(float[:, ::1] grad, const float[:, ::1] pred,
+                 const float[:, ::1] target, const int32_t[::1] labels,
+                 const float[::1] weights, dict options):
+    """Any loss with its options (see _to_loss); target or labels, grad and
+    weights may be None. Class weights come as options["class_weights"]."""
+    cdef bp_loss_config cfg
+    cdef const float[::1] cw = options.get("class_weights")
+    cdef double loss = 0.0
+    cdef float *g = NULL if grad is None else _f2(grad)
+    cdef const float *t = NULL if target is None else _cf2(target)
+    cdef const int32_t *l = NULL if labels is None else _ci1(labels)
+    cdef const float *w = NULL if weights is None else _cf1(weights)
+    cdef bp_status s
+    _to_loss(&cfg, options, cw)
+    with nogil:
+        s = bp_loss_compute(&loss, g, _cf2(pred), t, l, w, &cfg,
+                            pred.shape[0], pred.shape[1])
+    _check(s)
+    return loss
+
+
 def sgd_update(float[::1] w, float[::1] velocity, const float[::1] grad,
                float lr, float momentum, bint nesterov, float l2):
     cdef bp_sgd_config cfg
@@ -263,6 +338,139 @@ def sgd_update(float[::1] w, float[::1] velocity, const float[::1] grad,
     with nogil:
         s = bp_sgd_update(_f1(w), v, _cf1(grad), &cfg, l2, w.shape[0])
     _check(s)
+
+
+# ---------------------------------------------------------------------------
+# Optimizers and learning-rate schedules
+# ---------------------------------------------------------------------------
+#
+# Python describes an optimizer and a schedule as dicts keyed by the fields
+# of bp_optimizer and bp_schedule, "kind" being a name from OPTIMIZERS or
+# SCHEDULES; a missing key is 0. The C core checks the values.
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+SCHEDULES = ("constant", "step", "exponential", "inverse", "cosine",
+             "plateau")
+
+_OPTIMIZER_FLOATS = ("lr", "momentum", "beta1", "beta2", "eps", "rho",
+                     "weight_decay", "clip_norm", "clip_value",
+                     "initial_accumulator")
+_SCHEDULE_FLOATS = ("gamma", "power", "min_lr", "threshold")
+_SCHEDULE_COUNTS = ("interval", "step_size", "warmup", "period", "patience",
+                    "cooldown", "reductions", "wait", "cooldown_left")
+
+
+cdef int _to_optimizer(bp_optimizer *o, dict cfg) except -1:
+    kind = cfg.get("kind", "sgd")
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer kind {kind!r}")
+    memset(o, 0, sizeof(bp_optimizer))
+    o.kind = <bp_optimizer_kind><int>OPTIMIZERS.index(kind)
+    o.lr = cfg.get("lr", 0.0)
+    o.momentum = cfg.get("momentum", 0.0)
+    o.nesterov = bool(cfg.get("nesterov", False))
+    o.beta1 = cfg.get("beta1", 0.0)
+    o.beta2 = cfg.get("beta2", 0.0)
+    o.eps = cfg.get("eps", 0.0)
+    o.rho = cfg.get("rho", 0.0)
+    o.weight_decay = cfg.get("weight_decay", 0.0)
+    o.decay_biases = bool(cfg.get("decay_biases", False))
+    o.clip_norm = cfg.get("clip_norm", 0.0)
+    o.clip_value = cfg.get("clip_value", 0.0)
+    o.initial_accumulator = cfg.get("initial_accumulator", 0.0)
+    return 0
+
+
+cdef dict _from_optimizer(const bp_optimizer *o):
+    return {
+        "kind": OPTIMIZERS[<int>o.kind], "lr": o.lr,
+        "momentum": o.momentum, "nesterov": bool(o.nesterov),
+        "beta1": o.beta1, "beta2": o.beta2, "eps": o.eps, "rho": o.rho,
+        "weight_decay": o.weight_decay, "decay_biases": bool(o.decay_biases),
+        "clip_norm": o.clip_norm, "clip_value": o.clip_value,
+        "initial_accumulator": o.initial_accumulator,
+    }
+
+
+cdef int _to_schedule(bp_schedule *sch, dict cfg) except -1:
+    kind = cfg.get("kind", "constant")
+    if kind not in SCHEDULES:
+        raise ValueError(f"unknown schedule kind {kind!r}")
+    memset(sch, 0, sizeof(bp_schedule))
+    sch.kind = <bp_schedule_kind><int>SCHEDULES.index(kind)
+    sch.interval = cfg.get("interval", 0)
+    sch.step_size = cfg.get("step_size", 0)
+    sch.gamma = cfg.get("gamma", 0.0)
+    sch.power = cfg.get("power", 0.0)
+    sch.warmup = cfg.get("warmup", 0)
+    sch.period = cfg.get("period", 0)
+    sch.min_lr = cfg.get("min_lr", 0.0)
+    sch.threshold = cfg.get("threshold", 0.0)
+    sch.patience = cfg.get("patience", 0)
+    sch.cooldown = cfg.get("cooldown", 0)
+    sch.reductions = cfg.get("reductions", 0)
+    sch.wait = cfg.get("wait", 0)
+    sch.cooldown_left = cfg.get("cooldown_left", 0)
+    sch.has_best = bool(cfg.get("has_best", False))
+    sch.best = cfg.get("best", 0.0)
+    return 0
+
+
+cdef dict _from_schedule(const bp_schedule *sch):
+    return {
+        "kind": SCHEDULES[<int>sch.kind], "interval": sch.interval,
+        "step_size": sch.step_size, "gamma": sch.gamma, "power": sch.power,
+        "warmup": sch.warmup, "period": sch.period, "min_lr": sch.min_lr,
+        "threshold": sch.threshold, "patience": sch.patience,
+        "cooldown": sch.cooldown, "reductions": sch.reductions,
+        "wait": sch.wait, "cooldown_left": sch.cooldown_left,
+        "has_best": bool(sch.has_best), "best": sch.best,
+    }
+
+
+def optimizer_defaults(str kind):
+    """The settings bp_optimizer_defaults gives `kind`, as a dict."""
+    cdef bp_optimizer o
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer kind {kind!r}")
+    _check(bp_optimizer_defaults(&o, <bp_optimizer_kind><int>OPTIMIZERS.index(
+        kind)))
+    return _from_optimizer(&o)
+
+
+def optimizer_update(float[::1] w, float[::1] m, float[::1] s,
+                     const float[::1] grad, dict opt, float lr,
+                     float weight_decay, uint64_t step):
+    """One bp_optimizer_update; m and s may be None when unused."""
+    cdef bp_optimizer o
+    cdef float *m_p = NULL if m is None else _f1(m)
+    cdef float *s_p = NULL if s is None else _f1(s)
+    cdef bp_status st
+    _to_optimizer(&o, opt)
+    with nogil:
+        st = bp_optimizer_update(_f1(w), m_p, s_p, _cf1(grad), &o, lr,
+                                 weight_decay, step, w.shape[0])
+    _check(st)
+
+
+def schedule_lr(dict sched, float lr, uint64_t step):
+    """The rate of the update after `step` updates (sched None: constant)."""
+    cdef bp_schedule sch
+    cdef float out = 0.0
+    if sched is None:
+        _check(bp_schedule_lr(NULL, lr, step, &out))
+        return out
+    _to_schedule(&sch, sched)
+    _check(bp_schedule_lr(&sch, lr, step, &out))
+    return out
+
+
+def schedule_observe(dict sched, double metric):
+    """The schedule's settings and state after observing `metric`."""
+    cdef bp_schedule sch
+    _to_schedule(&sch, sched)
+    _check(bp_schedule_observe(&sch, metric))
+    return _from_schedule(&sch)
 
 
 cdef int _copy_out(float[::1] out, const float *src, int64_t n) except -1:
@@ -289,6 +497,398 @@ def shuffle_order(int64_t[::1] out, uint64_t seed, uint64_t epoch):
     with nogil:
         s = bp_shuffle_order(&out[0], out.shape[0], seed, epoch)
     _check(s)
+
+
+# ---------------------------------------------------------------------------
+# Epoch monitoring
+# ---------------------------------------------------------------------------
+#
+# An EpochMonitor rides along the epochs of Net.train_epoch through the C
+# core's per-batch hook. Without the GIL it adds up the epoch's running
+# metric and, when asked, each layer's gradient and update sizes; it takes
+# the GIL only to call a Python function after each batch, when one is
+# given, or every `check_every` seconds to let Python run its signal
+# handlers, so that Ctrl-C ends an epoch after the batch it is in.
+
+cdef extern from "Python.h":
+    ctypedef struct PyObject
+    int PyErr_CheckSignals() except -1
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    cdef struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int timespec_get(timespec *ts, int base)
+    int TIME_UTC
+
+METRICS = (None, "argmax", "sign", "r2")
+
+cdef enum:
+    _METRIC_NONE = 0
+    _METRIC_ARGMAX = 1
+    _METRIC_SIGN = 2
+    _METRIC_R2 = 3
+
+
+cdef struct _monitor_state:
+    PyObject *owner        # the EpochMonitor (borrowed)
+    bint call_python       # call its on_batch after every batch
+    double check_every     # seconds between signal checks; < 0: never
+    double next_check
+    bp_net *net
+    int n_layers
+    int64_t *layout        # per layer: weights' offset and count, biases'
+    int64_t n_params
+    # The running metric over the rows trained so far.
+    int metric
+    int64_t n_out
+    int64_t correct
+    double *sums           # 3 x O: sums of t, t^2 and (t - p)^2, shifted
+    double *shift          # O: the first row's targets
+    bint shifted
+    # Layer statistics: sums over batches of each layer's squared weight
+    # gradient norm and of its update-to-weight norm ratio.
+    bint layer_stats
+    double *grad_sq
+    double *ratio
+    float *prev            # n_params: the parameters before the batch
+    # Ending the epoch at the first batch that leaves a bad parameter.
+    bint stop_on_bad
+    int bad_layer
+    bint bad_gradient
+
+
+cdef double _now() noexcept nogil:
+    cdef timespec ts
+    timespec_get(&ts, TIME_UTC)
+    return <double>ts.tv_sec + 1e-9 * <double>ts.tv_nsec
+
+
+cdef int64_t _argmax(const float *row, int64_t n) noexcept nogil:
+    cdef int64_t j, best = 0
+    for j in range(1, n):
+        if row[j] > row[best]:
+            best = j
+    return best
+
+
+cdef void _count_argmax(_monitor_state *st,
+                        const bp_batch_info *info) noexcept nogil:
+    # Without labels the targets are class probabilities: their most
+    # likely class is the label.
+    cdef int64_t r, label, n = st.n_out
+    for r in range(info.rows):
+        if info.labels != NULL:
+            label = info.labels[r]
+        else:
+            label = _argmax(info.y + r * n, n)
+        st.correct += _argmax(info.outputs + r * n, n) == label
+
+
+cdef void _count_sign(_monitor_state *st,
+                      const bp_batch_info *info) noexcept nogil:
+    # Logits: sigmoid(z) > 0.5 exactly when z > 0.
+    cdef int64_t r, j, n = st.n_out
+    cdef bint right
+    for r in range(info.rows):
+        right = True
+        for j in range(n):
+            right &= info.y[r * n + j] == (1.0 if info.outputs[r * n + j] > 0
+                                           else 0.0)
+        st.correct += right
+
+
+cdef void _add_r2(_monitor_state *st,
+                  const bp_batch_info *info) noexcept nogil:
+    # Shifting by the first targets keeps the sums of squares accurate
+    # for targets far from zero.
+    cdef int64_t r, j, n = st.n_out
+    cdef double t, p
+    if not st.shifted:
+        for j in range(n):
+            st.shift[j] = info.y[j]
+        st.shifted = True
+    for r in range(info.rows):
+        for j in range(n):
+            t = info.y[r * n + j] - st.shift[j]
+            p = info.outputs[r * n + j] - st.shift[j]
+            st.sums[j] += t
+            st.sums[n + j] += t * t
+            st.sums[2 * n + j] += (t - p) * (t - p)
+
+
+cdef void _add_layer_stats(_monitor_state *st) noexcept nogil:
+    cdef const float *params = bp_net_params_const(st.net)
+    cdef const float *grads = bp_net_grads(st.net)
+    cdef int64_t i, w, count
+    cdef double g2, d2, w2, d
+    cdef int l
+    for l in range(st.n_layers):
+        w = st.layout[4 * l]
+        count = st.layout[4 * l + 1]
+        g2 = d2 = w2 = 0.0
+        for i in range(w, w + count):
+            g2 += <double>grads[i] * grads[i]
+            d = <double>params[i] - st.prev[i]
+            d2 += d * d
+            w2 += <double>st.prev[i] * st.prev[i]
+            st.prev[i] = params[i]
+        st.grad_sq[l] += g2
+        if w2 > 0:
+            st.ratio[l] += (d2 / w2) ** 0.5
+
+
+cdef bint _bad_layer_span(const float *values, const int64_t *at) noexcept nogil:
+    return (_first_nonfinite(values + at[0], at[1]) >= 0
+            or _first_nonfinite(values + at[2], at[3]) >= 0)
+
+
+cdef bint _find_bad_layer(_monitor_state *st) noexcept nogil:
+    cdef const float *params = bp_net_params_const(st.net)
+    cdef const float *velocity = bp_net_velocity(st.net)
+    cdef int l
+    for l in range(st.n_layers):
+        if (_bad_layer_span(params, st.layout + 4 * l)
+                or _bad_layer_span(velocity, st.layout + 4 * l)):
+            st.bad_layer = l
+            st.bad_gradient = _bad_layer_span(bp_net_grads(st.net),
+                                              st.layout + 4 * l)
+            return True
+    return False
+
+
+cdef int _monitor_hook(void *user, const bp_batch_info *info) noexcept nogil:
+    cdef _monitor_state *st = <_monitor_state *>user
+    cdef int stop = 0
+    cdef double now
+    if st.metric == _METRIC_ARGMAX:
+        _count_argmax(st, info)
+    elif st.metric == _METRIC_SIGN:
+        _count_sign(st, info)
+    elif st.metric == _METRIC_R2:
+        _add_r2(st, info)
+    if st.layer_stats:
+        _add_layer_stats(st)
+    if st.stop_on_bad and _find_bad_layer(st):
+        stop = 1
+    if st.call_python:
+        with gil:
+            stop |= (<EpochMonitor><object>st.owner)._call(
+                info.index, info.rows, info.loss)
+    elif st.check_every >= 0:
+        # A clock set back must not stop the checks.
+        now = _now()
+        if now >= st.next_check or now + st.check_every < st.next_check:
+            st.next_check = now + st.check_every
+            with gil:
+                stop |= (<EpochMonitor><object>st.owner)._signals()
+    return stop
+
+
+cdef class EpochMonitor:
+    """Watches the epochs of ``Net.train_epoch`` batch by batch.
+
+    metric : None, "argmax", "sign" or "r2"
+        The running metric over the rows trained: the fraction of rows
+        whose largest output is the label (cross-entropy), whose logits'
+        signs match 0/1 targets (binary cross-entropy), or the R^2 of the
+        outputs (regression); each batch's outputs are those before its
+        update.
+    on_batch : callable(index, rows, loss), optional
+        Called with the GIL after each batch; a true result ends the epoch.
+    check_every : float
+        Seconds between checks for signals such as Ctrl-C when there is no
+        on_batch (which checks after every batch); < 0 never checks.
+    layer_stats : bool
+        Add up each layer's weight-gradient norm and update-to-weight ratio.
+    stop_on_bad_params : bool
+        End the epoch after the first batch that leaves a parameter or a
+        momentum NaN or infinite (see bad_layer and bad_gradient).
+
+    An exception raised by on_batch or a signal handler ends the epoch
+    after its batch, keeping the updates made; train_epoch then raises it.
+    """
+    cdef _monitor_state st
+    cdef object on_batch
+    cdef object error
+    cdef readonly int64_t batches
+    cdef readonly int64_t rows
+    cdef readonly bint stopped
+    cdef readonly double mean_loss
+
+    def __cinit__(self):
+        self.st.layout = NULL
+        self.st.sums = NULL
+        self.st.shift = NULL
+        self.st.grad_sq = NULL
+        self.st.ratio = NULL
+        self.st.prev = NULL
+
+    def __init__(self, metric=None, on_batch=None, double check_every=0.02,
+                 bint layer_stats=False, bint stop_on_bad_params=False):
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}")
+        self.st.owner = <PyObject *>self
+        self.st.metric = METRICS.index(metric)
+        self.on_batch = on_batch
+        self.st.call_python = on_batch is not None
+        self.st.check_every = check_every
+        self.st.layer_stats = layer_stats
+        self.st.stop_on_bad = stop_on_bad_params
+        self.st.n_layers = 0
+        self.st.n_out = 0
+        self.st.n_params = 0
+
+    def __dealloc__(self):
+        self._release()
+
+    cdef void _release(self) noexcept:
+        free(self.st.layout)
+        free(self.st.sums)
+        free(self.st.shift)
+        free(self.st.grad_sq)
+        free(self.st.ratio)
+        free(self.st.prev)
+        self.st.layout = NULL
+        self.st.sums = self.st.shift = NULL
+        self.st.grad_sq = self.st.ratio = NULL
+        self.st.prev = NULL
+
+    cdef int _begin(self, bp_net *net) except -1:
+        """Sizes the state for `net` and zeroes the epoch's sums."""
+        cdef int l, n_layers = bp_net_n_layers(net)
+        cdef int64_t n_out = bp_net_n_outputs(net)
+        cdef int64_t n_params = bp_net_n_params(net)
+        cdef int64_t w_off, b_off, n_in = bp_net_n_inputs(net)
+        cdef bp_layer_spec spec
+        if (self.st.net != net or n_layers != self.st.n_layers
+                or n_out != self.st.n_out or n_params != self.st.n_params
+                or self.st.layout == NULL):
+            self._release()
+            self.st.layout = <int64_t *>malloc(4 * n_layers * sizeof(int64_t))
+            self.st.sums = <double *>malloc(3 * n_out * sizeof(double))
+            self.st.shift = <double *>malloc(n_out * sizeof(double))
+            self.st.grad_sq = <double *>malloc(n_layers * sizeof(double))
+            self.st.ratio = <double *>malloc(n_layers * sizeof(double))
+            if self.st.layer_stats:
+                self.st.prev = <float *>malloc(n_params * sizeof(float) + 1)
+            if (self.st.layout == NULL or self.st.sums == NULL
+                    or self.st.shift == NULL or self.st.grad_sq == NULL
+                    or self.st.ratio == NULL
+                    or (self.st.layer_stats and self.st.prev == NULL)):
+                self._release()
+                raise MemoryError()
+            for l in range(n_layers):
+                _check(bp_net_layer(net, l, &spec))
+                _check(bp_net_layer_offsets(net, l, &w_off, &b_off))
+                # A layer without biases has b_off == -1.
+                self.st.layout[4 * l] = w_off
+                self.st.layout[4 * l + 1] = n_in * spec.units
+                self.st.layout[4 * l + 2] = b_off if b_off >= 0 else 0
+                self.st.layout[4 * l + 3] = spec.units if b_off >= 0 else 0
+                n_in = spec.units
+            self.st.net = net
+            self.st.n_layers = n_layers
+            self.st.n_out = n_out
+            self.st.n_params = n_params
+
+        for l in range(3 * n_out):
+            self.st.sums[l] = 0.0
+        for l in range(n_layers):
+            self.st.grad_sq[l] = 0.0
+            self.st.ratio[l] = 0.0
+        if self.st.layer_stats and n_params > 0:
+            memcpy(self.st.prev, bp_net_params_const(net),
+                   n_params * sizeof(float))
+        self.st.correct = 0
+        self.st.shifted = False
+        self.st.bad_layer = -1
+        self.st.bad_gradient = False
+        self.st.next_check = _now() + self.st.check_every
+        self.error = None
+        self.batches = self.rows = 0
+        self.stopped = False
+        self.mean_loss = 0.0
+        return 0
+
+    cdef void _end(self, const bp_epoch_report *report) noexcept:
+        self.batches = report.batches
+        self.rows = report.rows
+        self.stopped = report.stopped
+        self.mean_loss = report.mean_loss
+
+    cdef int _call(self, int64_t index, int64_t rows, double loss) noexcept:
+        try:
+            if self.on_batch(index, rows, loss):
+                return 1
+            PyErr_CheckSignals()
+        except BaseException as exc:
+            self.error = exc
+            return 1
+        return 0
+
+    cdef int _signals(self) noexcept:
+        try:
+            PyErr_CheckSignals()
+        except BaseException as exc:
+            self.error = exc
+            return 1
+        return 0
+
+    def pop_error(self):
+        """The exception that ended the last epoch early, or None; cleared."""
+        error, self.error = self.error, None
+        return error
+
+    @property
+    def bad_layer(self):
+        """With stop_on_bad_params: the first layer (from 0) whose
+        parameters or momentum became NaN or infinite, or None."""
+        return self.st.bad_layer if self.st.bad_layer >= 0 else None
+
+    @property
+    def bad_gradient(self):
+        """Whether bad_layer's gradient was NaN or infinite too."""
+        return bool(self.st.bad_gradient)
+
+    def metric_value(self):
+        """The running metric over the rows trained, or None."""
+        cdef int64_t j, n = self.st.n_out
+        cdef double total, residual, score = 0.0
+        if self.st.metric == _METRIC_NONE or self.rows == 0:
+            return None
+        if self.st.metric != _METRIC_R2:
+            return self.st.correct / <double>self.rows
+        for j in range(n):
+            total = (self.st.sums[n + j]
+                     - self.st.sums[j] * self.st.sums[j] / self.rows)
+            residual = self.st.sums[2 * n + j]
+            if total > 0:
+                score += 1.0 - residual / total
+            elif residual == 0:
+                score += 1.0
+        return score / n
+
+    def layer_stats(self):
+        """Per layer, over the last epoch's batches: (the root mean square
+        of the weight-gradient norm, the mean ratio of the weight update's
+        norm to the weights' norm)."""
+        if not self.st.layer_stats or self.batches == 0:
+            return None
+        return [((self.st.grad_sq[l] / self.batches) ** 0.5,
+                 self.st.ratio[l] / self.batches)
+                for l in range(self.st.n_layers)]
+
+
+cdef object _divergence(const bp_epoch_report *report):
+    """The DivergenceError of an epoch that stopped on a non-finite loss,
+    with the failing batch (from 0), first bad layer (or None) and loss."""
+    exc = DivergenceError(bp_last_error().decode("utf-8", "replace"))
+    exc.batch = report.batches
+    exc.layer = report.bad_layer if report.bad_layer >= 0 else None
+    exc.loss = report.mean_loss
+    return exc
 
 
 # ---------------------------------------------------------------------------
@@ -346,14 +946,29 @@ cdef class Net:
     def __cinit__(self):
         self.net = NULL
 
-    def __init__(self, int64_t n_inputs, units, activations, int loss):
+    def __init__(self, int64_t n_inputs, units, activations, int loss,
+                 params=None, no_bias=None, dict loss_options=None):
+        """`params` and `no_bias` hold each layer's activation parameter
+        and bias flag (None: 0 and False); `loss_options` the options of
+        the loss with code `loss` (see _to_loss; its kind is ignored)."""
         cdef int n_layers = len(units)
         cdef bp_layer_spec *specs
+        cdef bp_loss_config cfg
+        cdef const float[::1] cw = None
         cdef int i
         if n_layers != len(activations):
             raise ValueError("units and activations differ in length")
         if n_layers == 0:
             raise ValueError("a network needs at least one layer")
+        options = dict(loss_options or {})
+        options["kind"] = LOSSES[loss] if 0 <= loss < len(LOSSES) else "mse"
+        if options.get("class_weights") is not None:
+            cw = options["class_weights"]
+            if cw.shape[0] != units[n_layers - 1]:
+                raise ValueError(f"class_weights has {cw.shape[0]} values "
+                                 f"for {units[n_layers - 1]} outputs")
+        _to_loss(&cfg, options, cw)
+        cfg.kind = <bp_loss>loss
         specs = <bp_layer_spec *>malloc(n_layers * sizeof(bp_layer_spec))
         if specs == NULL:
             raise MemoryError()
@@ -361,8 +976,10 @@ cdef class Net:
             for i in range(n_layers):
                 specs[i].units = units[i]
                 specs[i].activation = <bp_activation>activations[i]
-            _check(bp_net_create(&self.net, n_inputs, specs, n_layers,
-                                 <bp_loss>loss))
+                specs[i].activation_param = 0.0 if params is None else params[i]
+                specs[i].no_bias = 0 if no_bias is None else bool(no_bias[i])
+            _check(bp_net_create_ex(&self.net, n_inputs, specs, n_layers,
+                                    &cfg))
         finally:
             free(specs)
 
@@ -379,6 +996,28 @@ cdef class Net:
         with nogil:
             s = bp_net_init(self.net, <bp_init>init, seed)
         _check(s)
+
+    def init_layer(self, int i, int init, float bias, uint64_t seed):
+        """Re-draws layer i's weights with `init`; its biases become `bias`."""
+        cdef bp_status s
+        with nogil:
+            s = bp_net_init_layer(self.net, i, <bp_init>init, bias, seed)
+        _check(s)
+
+    def layer_options(self):
+        """[(activation parameter, has biases), ...], one per layer."""
+        cdef bp_layer_spec spec
+        result = []
+        for i in range(bp_net_n_layers(self.net)):
+            _check(bp_net_layer(self.net, i, &spec))
+            result.append((spec.activation_param, not spec.no_bias))
+        return result
+
+    def loss_options(self):
+        """The loss with its options, as loss_compute takes them."""
+        cdef bp_loss_config cfg
+        _check(bp_net_get_loss_config(self.net, &cfg))
+        return _from_loss(&cfg, bp_net_n_outputs(self.net))
 
     @property
     def n_inputs(self):
@@ -445,36 +1084,172 @@ cdef class Net:
     def set_velocity(self, const float[::1] values):
         _copy_in(bp_net_velocity(self.net), values, bp_net_n_params(self.net))
 
+    def has_state(self, int i):
+        """Whether optimizer state slab `i` (0 or 1) exists yet."""
+        cdef float *slab = NULL
+        _check(bp_net_optimizer_state(self.net, i, 0, &slab))
+        return slab != NULL
+
+    def get_state(self, int i, float[::1] out):
+        """Copies optimizer state slab `i` (zeros if it does not exist)."""
+        cdef float *slab = NULL
+        _check(bp_net_optimizer_state(self.net, i, 0, &slab))
+        if slab == NULL:
+            if out.shape[0] != bp_net_n_params(self.net):
+                raise ValueError(f"expected {bp_net_n_params(self.net)} "
+                                 f"values, got {out.shape[0]}")
+            out[:] = 0.0
+            return
+        _copy_out(out, slab, bp_net_n_params(self.net))
+
+    def set_state(self, int i, const float[::1] values):
+        """Writes optimizer state slab `i`, creating it if needed."""
+        cdef float *slab = NULL
+        _check(bp_net_optimizer_state(self.net, i, 1, &slab))
+        _copy_in(slab, values, bp_net_n_params(self.net))
+
+    @property
+    def optimizer_step(self):
+        """Updates made: the step schedules and Adam's bias correction see."""
+        return bp_net_optimizer_step(self.net)
+
+    @optimizer_step.setter
+    def optimizer_step(self, uint64_t step):
+        _check(bp_net_set_optimizer_step(self.net, step))
+
+    def apply_update(self, dict opt, dict sched=None):
+        """One update by any optimizer from the gradient slab as it stands."""
+        cdef bp_optimizer o
+        cdef bp_schedule sch
+        cdef bp_schedule *sch_p = NULL
+        cdef bp_status s
+        _to_optimizer(&o, opt)
+        if sched is not None:
+            _to_schedule(&sch, sched)
+            sch_p = &sch
+        with nogil:
+            s = bp_net_apply_update(self.net, &o, sch_p)
+        _check(s)
+
+    def train_epoch_opt(self, const float[:, ::1] x, const float[:, ::1] y,
+                        const int32_t[::1] labels, int64_t batch_size,
+                        bint shuffle, uint64_t seed, uint64_t epoch,
+                        dict opt, dict sched=None,
+                        EpochMonitor monitor=None,
+                        const float[::1] weights=None):
+        """train_epoch with any optimizer and a schedule (None: constant)."""
+        cdef const float *y_p = NULL if y is None else _cf2(y)
+        cdef const int32_t *l_p = NULL if labels is None else _ci1(labels)
+        cdef const float *w_p = NULL if weights is None else _cf1(weights)
+        cdef bp_optimizer o
+        cdef bp_schedule sch
+        cdef bp_schedule *sch_p = NULL
+        cdef bp_status s
+        cdef bp_epoch_report report
+        cdef bp_batch_hook hook = NULL
+        cdef void *user = NULL
+        _to_optimizer(&o, opt)
+        if sched is not None:
+            _to_schedule(&sch, sched)
+            sch_p = &sch
+        if monitor is not None:
+            monitor._begin(self.net)
+            hook = _monitor_hook
+            user = &monitor.st
+        with nogil:
+            if w_p == NULL:
+                s = bp_net_train_epoch_opt(self.net, &o, sch_p, _cf2(x), y_p,
+                                           l_p, x.shape[0], batch_size,
+                                           shuffle, seed, epoch, hook, user,
+                                           &report)
+            else:
+                s = bp_net_train_epoch_weighted(
+                    self.net, &o, sch_p, _cf2(x), y_p, l_p, w_p, x.shape[0],
+                    batch_size, shuffle, seed, epoch, hook, user, &report)
+        if monitor is not None:
+            monitor._end(&report)
+        if s == BP_STATUS_NOT_FINITE:
+            raise _divergence(&report)
+        _check(s)
+        if monitor is not None and monitor.error is not None:
+            raise monitor.pop_error()
+        return report.mean_loss
+
     def gradient(self, const float[:, ::1] x, const float[:, ::1] y,
-                 const int32_t[::1] labels):
+                 const int32_t[::1] labels, const float[::1] weights=None):
         cdef double loss = 0.0
         cdef const float *y_p = NULL if y is None else _cf2(y)
         cdef const int32_t *l_p = NULL if labels is None else _ci1(labels)
+        cdef const float *w_p = NULL if weights is None else _cf1(weights)
         cdef bp_status s
         with nogil:
-            s = bp_net_gradient(self.net, _cf2(x), y_p, l_p, x.shape[0], &loss)
+            s = bp_net_gradient_weighted(self.net, _cf2(x), y_p, l_p, w_p,
+                                         x.shape[0], &loss)
         _check(s)
         return loss
+
+    def layer_output(self, int i, float[:, ::1] out):
+        """Copies layer i's output in the last training call's forward
+        pass into `out`, shaped (rows of that call, units of layer i)."""
+        cdef const float *src = bp_net_layer_output(self.net, i, out.shape[0])
+        cdef bp_layer_spec spec
+        _check(bp_net_layer(self.net, i, &spec))
+        if src == NULL or out.shape[1] != spec.units:
+            raise ValueError(f"no output of layer {i} for {out.shape[0]} rows "
+                             f"and {out.shape[1]} units")
+        memcpy(&out[0, 0], src, out.shape[0] * out.shape[1] * sizeof(float))
 
     def train_epoch(self, const float[:, ::1] x, const float[:, ::1] y,
                     const int32_t[::1] labels, int64_t batch_size,
                     bint shuffle, uint64_t seed, uint64_t epoch, float lr,
-                    float momentum, bint nesterov, float l2):
-        cdef double loss = 0.0
+                    float momentum, bint nesterov, float l2,
+                    EpochMonitor monitor=None,
+                    const float[::1] weights=None):
+        """One epoch; the mean loss of the batches trained. A monitor
+        watches its batches and may end it early; an exception it caught
+        is raised after the epoch, with the updates made kept. Sample
+        weights, when given, scale each row's loss."""
         cdef const float *y_p = NULL if y is None else _cf2(y)
         cdef const int32_t *l_p = NULL if labels is None else _ci1(labels)
+        cdef const float *w_p = NULL if weights is None else _cf1(weights)
+        cdef bp_optimizer o
         cdef bp_status s
         cdef bp_sgd_config cfg
+        cdef bp_epoch_report report
+        cdef bp_batch_hook hook = NULL
+        cdef void *user = NULL
         cfg.lr = lr
         cfg.momentum = momentum
         cfg.nesterov = nesterov
         cfg.l2 = l2
+        if monitor is not None:
+            monitor._begin(self.net)
+            hook = _monitor_hook
+            user = &monitor.st
+        # SGD as a bp_optimizer gives the same updates as bp_sgd_config.
+        memset(&o, 0, sizeof(bp_optimizer))
+        o.kind = BP_OPTIMIZER_SGD
+        o.lr = lr
+        o.momentum = momentum
+        o.nesterov = nesterov
+        o.weight_decay = l2
         with nogil:
-            s = bp_net_train_epoch(self.net, &cfg, _cf2(x), y_p, l_p,
-                                   x.shape[0], batch_size, shuffle, seed,
-                                   epoch, &loss)
+            if w_p == NULL:
+                s = bp_net_train_epoch_ex(self.net, &cfg, _cf2(x), y_p, l_p,
+                                          x.shape[0], batch_size, shuffle,
+                                          seed, epoch, hook, user, &report)
+            else:
+                s = bp_net_train_epoch_weighted(
+                    self.net, &o, NULL, _cf2(x), y_p, l_p, w_p, x.shape[0],
+                    batch_size, shuffle, seed, epoch, hook, user, &report)
+        if monitor is not None:
+            monitor._end(&report)
+        if s == BP_STATUS_NOT_FINITE:
+            raise _divergence(&report)
         _check(s)
-        return loss
+        if monitor is not None and monitor.error is not None:
+            raise monitor.pop_error()
+        return report.mean_loss
 
     def predict(self, Workspace ws, float[:, ::1] out, const float[:, ::1] x):
         cdef bp_status s
@@ -483,14 +1258,16 @@ cdef class Net:
         _check(s)
 
     def evaluate(self, Workspace ws, const float[:, ::1] x,
-                 const float[:, ::1] y, const int32_t[::1] labels):
+                 const float[:, ::1] y, const int32_t[::1] labels,
+                 const float[::1] weights=None):
         cdef double loss = 0.0
         cdef const float *y_p = NULL if y is None else _cf2(y)
         cdef const int32_t *l_p = NULL if labels is None else _ci1(labels)
+        cdef const float *w_p = NULL if weights is None else _cf1(weights)
         cdef bp_status s
         with nogil:
-            s = bp_net_evaluate(self.net, ws.ws, _cf2(x), y_p, l_p,
-                                x.shape[0], &loss)
+            s = bp_net_evaluate_weighted(self.net, ws.ws, _cf2(x), y_p, l_p,
+                                         w_p, x.shape[0], &loss)
         _check(s)
         return loss
 
@@ -501,7 +1278,8 @@ cdef class Net:
 #
 # The Python side describes a file's optional sections as a dict, the
 # "state": any of
-#   "optimizer": (lr, momentum, nesterov, l2)
+#   "optimizer": an optimizer dict (see "Optimizers and schedules")
+#   "schedule":  a schedule dict, or None, with "optimizer" only
 #   "progress":  (epochs, steps)
 #   "rng":       (seed, init code, next shuffle stream)
 #   "labels":    ("int", int64 array) | ("float", float64 array)
@@ -543,14 +1321,19 @@ cdef int _set_labels(bp_model_extras *ex, str kind, values) except -1:
 cdef bp_model_extras *_extras_new(dict state) except NULL:
     """New extras holding `state`; the caller frees them."""
     cdef bp_model_extras *ex = NULL
-    cdef bp_sgd_config cfg
+    cdef bp_optimizer opt
+    cdef bp_schedule sch
+    cdef bp_schedule *sch_p = NULL
     cdef const double[::1] mean
     cdef const double[::1] scale
     _check(bp_model_extras_create(&ex))
     try:
         if state.get("optimizer") is not None:
-            cfg.lr, cfg.momentum, cfg.nesterov, cfg.l2 = state["optimizer"]
-            _check(bp_model_extras_set_optimizer(ex, &cfg))
+            _to_optimizer(&opt, state["optimizer"])
+            if state.get("schedule") is not None:
+                _to_schedule(&sch, state["schedule"])
+                sch_p = &sch
+            _check(bp_model_extras_set_opt(ex, &opt, sch_p))
         if state.get("progress") is not None:
             epochs, steps = state["progress"]
             _check(bp_model_extras_set_progress(ex, epochs, steps))
@@ -578,7 +1361,8 @@ cdef bp_model_extras *_extras_new(dict state) except NULL:
 
 cdef dict _extras_state(const bp_model_extras *ex):
     """The state that `ex` holds, as _extras_new takes it."""
-    cdef bp_sgd_config cfg
+    cdef bp_optimizer opt
+    cdef bp_schedule sch
     cdef uint64_t a, b, c
     cdef bp_init init
     cdef const double *mean
@@ -587,8 +1371,9 @@ cdef dict _extras_state(const bp_model_extras *ex):
     cdef const double *floats
     cdef int64_t i, n
     state = {}
-    if bp_model_extras_get_optimizer(ex, &cfg):
-        state["optimizer"] = (cfg.lr, cfg.momentum, bool(cfg.nesterov), cfg.l2)
+    if bp_model_extras_get_opt(ex, &opt, &sch):
+        state["optimizer"] = _from_optimizer(&opt)
+        state["schedule"] = _from_schedule(&sch)
     if bp_model_extras_get_progress(ex, &a, &b):
         state["progress"] = (a, b)
     if bp_model_extras_get_rng(ex, &a, &init, &c):

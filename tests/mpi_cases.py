@@ -115,6 +115,7 @@ def main() -> None:
         history = model.fit(x, y, **fit_args(name), distributed=plan)
         arrays[f"{name}/params"] = flat(model)
         arrays[f"{name}/loss"] = np.array(history["loss"])
+        arrays[f"{name}/counters"] = np.array([model._epochs_done, model._steps_done])
     rank = comm.Get_rank()
     info = {"size": comm.Get_size(), "threads": bprop.get_num_threads(), **_failures(comm, plan)}
     np.savez(os.path.join(out, f"rank{rank}.npz"), **arrays)

@@ -56,8 +56,9 @@ int main(void)
 {
     static const float x[] = {0, 0, 0, 1, 1, 0, 1, 1};
     static const float y[] = {0, 1, 1, 0};
-    bp_layer_spec layers[] = {{4, BP_ACTIVATION_TANH},
-                              {1, BP_ACTIVATION_SIGMOID}};
+    bp_layer_spec layers[] = {
+        {.units = 4, .activation = BP_ACTIVATION_TANH},
+        {.units = 1, .activation = BP_ACTIVATION_SIGMOID}};
     bp_sgd_config sgd = {0.5f, 0.5f, 0, 0.0f};
     bp_net *net;
     bp_workspace *ws;

@@ -89,6 +89,14 @@ def one_process(name: str) -> tuple[np.ndarray, list[float]]:
     return mpi_cases.flat(model), history["loss"]
 
 
+def one_process_counters(name: str) -> list[int]:
+    """Epochs and steps that a plain fit of case `name` counts."""
+    x, y = mpi_cases.make_data(name)
+    model = mpi_cases.make_model(name)
+    model.fit(x, y, **mpi_cases.fit_args(name))
+    return [model._epochs_done, model._steps_done]
+
+
 def sharded_in_rank_order(name: str, ranks: int) -> np.ndarray:
     """Case `name` trained in this process the way `ranks` ranks train it:
     each shard's gradient weighted by its share of the batch, the shards
@@ -139,11 +147,16 @@ def relative_gap(a: np.ndarray, b: np.ndarray) -> float:
 # ----------------------------------------------------------------------
 
 
+def small_net():
+    """A fresh 7-5-3 network, the same one on every call."""
+    model = bprop.Sequential([bprop.Dense(5, activation="relu"), bprop.Dense(3)], seed=4)
+    return model.build(7, "cross_entropy")._net
+
+
 @pytest.fixture
 def net_and_batch():
     rng = np.random.default_rng(0)
-    net = _core.Net(7, [5, 3], [1, 0], 1)
-    net.init(0, 4)
+    net = small_net()
     x = rng.standard_normal((9, 7), dtype=np.float32)
     labels = rng.integers(0, 3, 9).astype(np.int32)
     return net, x, labels
@@ -179,7 +192,7 @@ def test_grads_array_keeps_its_network_alive(net_and_batch):
 
 def test_gradient_then_apply_equals_train_batch_bitwise(net_and_batch):
     net, x, labels = net_and_batch
-    other = net.clone()
+    other = small_net()
     opt = dict(lr=0.1, momentum=0.9, nesterov=True, l2=0.01)
     for _ in range(3):
         net.gradient(x, None, labels)
@@ -202,7 +215,7 @@ def test_apply_gradients_checks_the_optimizer(net_and_batch):
 
 def test_shuffle_order_is_the_order_of_a_training_epoch(net_and_batch):
     net, x, labels = net_and_batch
-    other = net.clone()
+    other = small_net()
     net.train_epoch(x, None, labels, 2, True, 17, 4, 0.1, 0.0, False, 0.0)
 
     order = np.empty(len(x), np.int64)
@@ -315,6 +328,7 @@ def test_two_ranks_agree_and_match_one_process(tmp_path):
         assert relative_gap(first[key], params) <= TOLERANCE, name
         np.testing.assert_allclose(first[f"{name}/loss"], losses, rtol=TOLERANCE)
         assert np.array_equal(first[f"{name}/loss"], second[f"{name}/loss"])
+        assert first[f"{name}/counters"].tolist() == one_process_counters(name)
 
     for info in (info0, info1):
         assert "same data (CRC-32 of X) on every rank" in info["mismatch"]
@@ -383,3 +397,17 @@ def test_predict_dask_checks_its_input():
     out = distributed.predict_dask(model, np.ones((10, 64)), chunk_rows=4)
     assert out.chunks == ((4, 4, 2), (2,))
     assert np.array_equal(out.compute(), model.predict(np.ones((10, 64))))
+
+
+def test_benchmark_reports_two_ranks_against_one():
+    from bprop import bench_parallel
+
+    [row] = bench_parallel.bench_mpi(quick=True)
+    assert row.group == "mpi" and "2 ranks x 1 thread" in row.name
+    try:
+        _needs_mpi()
+    except pytest.skip.Exception:
+        assert row.note.startswith("skipped:") and row.figures == {}
+        return
+    assert row.figures["bprop"] > 0 and row.figures["baseline"] > 0
+    assert row.ratio("baseline") == pytest.approx(row.figures["bprop"] / row.figures["baseline"])

@@ -92,6 +92,53 @@ def test_ten_epochs_equal_five_then_save_load_and_five_more(digits, tmp_path, ki
     assert resumed._steps_done == straight._steps_done == 10 * -(-len(X) // 24)
 
 
+RESUMED_OPTIMIZERS = {
+    "adam": lambda: bprop.Adam(lr=3e-3, weight_decay=1e-4),
+    "adam_step_decay": lambda: bprop.Adam(
+        lr=3e-3, clip_norm=1.0, schedule=bprop.schedules.StepDecay(3, gamma=0.5)
+    ),
+    "adamw_cosine_per_step": lambda: bprop.AdamW(
+        schedule=bprop.schedules.CosineWarmup(period=150, warmup=20, unit="step")
+    ),
+    "rmsprop_plateau": lambda: bprop.RMSprop(
+        momentum=0.5, schedule=bprop.schedules.ReduceLROnPlateau(factor=0.5, patience=1)
+    ),
+    "adagrad_inverse": lambda: bprop.Adagrad(
+        lr=0.05, clip_value=0.1, schedule=bprop.schedules.InverseScaling(power=0.5)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESUMED_OPTIMIZERS))
+def test_other_optimizers_and_schedules_resume_bit_for_bit(digits, tmp_path, name):
+    """As above: 10 epochs == 5, save, load, 5 more, now with the second
+    moments, the update counter and the schedule's state in the file."""
+    X, y = digits
+    run = dict(batch_size=24, seed=11, validation_data=(X[:60], y[:60]))
+
+    straight = bprop.Sequential([bprop.Dense(16, activation="relu"), bprop.Dense(10)], seed=7)
+    h_straight = straight.fit(X, y, loss="cross_entropy", optimizer=RESUMED_OPTIMIZERS[name](),
+                              epochs=10, **run)
+    first = bprop.Sequential([bprop.Dense(16, activation="relu"), bprop.Dense(10)], seed=7)
+    h_first = first.fit(X, y, loss="cross_entropy", optimizer=RESUMED_OPTIMIZERS[name](),
+                        epochs=5, **run)
+    first.save(tmp_path / "half.bpm")
+    resumed = bprop.load(tmp_path / "half.bpm")
+    assert repr(resumed.optimizer) == repr(first.optimizer)
+    h_rest = resumed.fit(X, y, epochs=5, **run)
+
+    assert same_weights(straight, resumed)
+    assert h_first["loss"] + h_rest["loss"] == h_straight["loss"]
+    assert h_first["lr"] + h_rest["lr"] == h_straight["lr"]
+    assert resumed._net.optimizer_step == straight._net.optimizer_step == 10 * -(-len(X) // 24)
+    if "adam" in name:
+        # Without the second moments the same file resumes differently.
+        lost = bprop.load(tmp_path / "half.bpm")
+        lost._net.set_state(1, np.zeros(lost.n_params, dtype=np.float32))
+        lost.fit(X, y, epochs=5, **run)
+        assert not same_weights(straight, lost)
+
+
 def test_resuming_needs_the_momentum_and_the_epoch_counter(digits, tmp_path):
     """The exact-resume test above can fail: losing either the momentum
     or the shuffle position changes the weights."""

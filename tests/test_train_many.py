@@ -121,3 +121,14 @@ def test_bad_arguments_raise(digits, call, message):
     X, y = digits
     with pytest.raises(ValueError, match=message):
         call(make_model(0), X, y)
+
+
+def test_benchmark_row_compares_with_one_after_another():
+    from bprop import bench_parallel
+
+    rows = bench_parallel.bench_train_many(("tiny",), quick=True)
+    [row] = rows
+    assert row.group == "train_many" and row.unit == "models/s"
+    assert row.figures["bprop"] > 0 and row.figures["baseline"] > 0
+    assert row.ratio("baseline") == pytest.approx(row.figures["bprop"] / row.figures["baseline"])
+    assert "2 threads each" in row.note

@@ -10,6 +10,7 @@
 #include "core/extras.h"
 
 #include "core/check.h"
+#include "kernels/optim.h"
 #include "kernels/sgd.h"
 
 #include <math.h>
@@ -118,7 +119,8 @@ bp_status bp_model_extras_set_optimizer(bp_model_extras *ex,
 
     BP_REQUIRE_PTR(fn, ex);
     BP_TRY(bp_sgd_check(fn, sgd));
-    ex->sgd = *sgd;
+    ex->opt = bp_sgd_optimizer(sgd);
+    ex->sched = (bp_schedule){0};
     ex->has_optimizer = 1;
     return BP_STATUS_OK;
 }
@@ -126,10 +128,39 @@ bp_status bp_model_extras_set_optimizer(bp_model_extras *ex,
 int bp_model_extras_get_optimizer(const bp_model_extras *ex,
                                   bp_sgd_config *sgd)
 {
-    if (ex == NULL || !ex->has_optimizer)
+    if (ex == NULL || !ex->has_optimizer ||
+        ex->opt.kind != BP_OPTIMIZER_SGD)
         return 0;
     if (sgd != NULL)
-        *sgd = ex->sgd;
+        *sgd = (bp_sgd_config){ex->opt.lr, ex->opt.momentum,
+                               ex->opt.nesterov, ex->opt.weight_decay};
+    return 1;
+}
+
+bp_status bp_model_extras_set_opt(bp_model_extras *ex,
+                                  const bp_optimizer *opt,
+                                  const bp_schedule *sched)
+{
+    static const char fn[] = "bp_model_extras_set_opt";
+
+    BP_REQUIRE_PTR(fn, ex);
+    BP_TRY(bp_optimizer_check(fn, opt));
+    BP_TRY(bp_schedule_check(fn, sched));
+    ex->opt = *opt;
+    ex->sched = sched != NULL ? *sched : (bp_schedule){0};
+    ex->has_optimizer = 1;
+    return BP_STATUS_OK;
+}
+
+int bp_model_extras_get_opt(const bp_model_extras *ex, bp_optimizer *opt,
+                            bp_schedule *sched)
+{
+    if (ex == NULL || !ex->has_optimizer)
+        return 0;
+    if (opt != NULL)
+        *opt = ex->opt;
+    if (sched != NULL)
+        *sched = ex->sched;
     return 1;
 }
 
@@ -161,7 +192,7 @@ bp_status bp_model_extras_set_rng(bp_model_extras *ex, uint64_t seed,
     static const char fn[] = "bp_model_extras_set_rng";
 
     BP_REQUIRE_PTR(fn, ex);
-    if (init != BP_INIT_AUTO && init != BP_INIT_HE && init != BP_INIT_GLOROT)
+    if (bp_init_name(init) == NULL)
         return bp_fail(BP_STATUS_INVALID_ARGUMENT,
                        "%s: argument 'init' is %d, which is not a bp_init",
                        fn, (int)init);

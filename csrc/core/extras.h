@@ -9,7 +9,8 @@
 
 struct bp_model_extras {
     int has_optimizer;
-    bp_sgd_config sgd;
+    bp_optimizer opt;
+    bp_schedule sched;       /* the constant schedule unless set */
 
     int has_progress;
     uint64_t epochs;

@@ -45,12 +45,24 @@
 /* Codes stored in the file, fixed by the format. */
 #define BP_DTYPE_FLOAT32 1u
 #define BP_LAYER_DENSE 1u
-#define BP_OPTIMIZER_SGD 1u
+
+/* An optimizer's code in OPTM: its bp_optimizer_kind plus one (SGD: 1). */
+#define BP_OPTIMIZER_CODE_FIRST 1u
+#define BP_OPTIMIZER_CODE_LAST 5u
+
+/* OPTM's flags after the first slab: weight decay on biases. */
+#define BP_OPTIMIZER_DECAY_BIASES 1u
 
 /* Fixed sizes of the sections' leading fields. */
 #define BP_NET_FIXED 24      /* dtype, loss, n_inputs, n_layers, 0 */
 #define BP_NET_LAYER 16      /* kind, activation, units */
+#define BP_NET_LAYER_MORE 8  /* after the layers, each: parameter, flags */
+#define BP_NET_LOSS_MORE 16  /* then delta, smoothing, pos_weight, K */
+
+/* Flags of a layer in NETW's second table: the layer has no biases. */
+#define BP_LAYER_NO_BIAS 1u
 #define BP_OPTIMIZER_FIXED 32 /* kind, nesterov, lr, momentum, l2, 0, n */
+#define BP_OPTIMIZER_MORE 160 /* settings, step, schedule, n: after slab 0 */
 #define BP_PROGRESS_FIXED 16 /* epochs, steps */
 #define BP_RNG_FIXED 24      /* seed, next stream, init, 0 */
 #define BP_LABELS_FIXED 16   /* type, 0, count */

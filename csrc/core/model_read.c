@@ -24,7 +24,7 @@
 #include "core/crc32.h"
 #include "core/extras.h"
 #include "core/model_format.h"
-#include "kernels/sgd.h"
+#include "kernels/optim.h"
 
 #include <errno.h>
 #include <math.h>
@@ -312,25 +312,85 @@ static int64_t bp_count_params(int64_t n_inputs, const bp_layer_spec *layers,
     return total;
 }
 
-/* Reads NETW's fields and layer specs into a new array *layers. */
-static bp_status bp_read_specs(const bp_source *src, bp_reader r,
-                               uint32_t *loss, int64_t *n_inputs,
-                               bp_layer_spec **layers, int *n_layers)
+/*
+ * Reads what NETW holds after the layers, when it does (files written
+ * before these fields end with the layers and keep the defaults): each
+ * layer's activation parameter and flags, then the loss options, with
+ * class weights in a new array *class_weights.
+ */
+static bp_status bp_read_net_more(const bp_source *src, bp_reader *r,
+                                  bp_layer_spec *layers, uint32_t count,
+                                  bp_loss_config *cfg, float **class_weights)
 {
+    uint32_t delta = 0, smoothing = 0, pos_weight = 0, k = 0;
+
+    if (bp_left(r) == 0)
+        return BP_STATUS_OK;
+    if (bp_left(r) / BP_NET_LAYER_MORE < count ||
+        bp_left(r) - (size_t)count * BP_NET_LAYER_MORE < BP_NET_LOSS_MORE)
+        return bp_bad(src, "is corrupt: section NETW ends inside its layer "
+                      "and loss options");
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t param = 0, flags = 0;
+
+        bp_get_u32(r, &param);
+        bp_get_u32(r, &flags);
+        if (flags & ~BP_LAYER_NO_BIAS)
+            return bp_bad(src, "is corrupt: layer %u has the unknown flags "
+                          "0x%08X", (unsigned)i, (unsigned)flags);
+        layers[i].activation_param = bp_f32_from_bits(param);
+        layers[i].no_bias = (flags & BP_LAYER_NO_BIAS) != 0;
+    }
+    bp_get_u32(r, &delta);
+    bp_get_u32(r, &smoothing);
+    bp_get_u32(r, &pos_weight);
+    bp_get_u32(r, &k);
+    cfg->delta = bp_f32_from_bits(delta);
+    cfg->label_smoothing = bp_f32_from_bits(smoothing);
+    cfg->pos_weight = bp_f32_from_bits(pos_weight);
+    if (k == 0)
+        return BP_STATUS_OK;
+
+    if ((uint64_t)k != (uint64_t)layers[count - 1].units ||
+        bp_left(r) / 4 < k)
+        return bp_bad(src, "is corrupt: section NETW holds %u class "
+                      "weights for %lld outputs", (unsigned)k,
+                      (long long)layers[count - 1].units);
+    *class_weights = malloc((size_t)k * sizeof(float));
+    if (*class_weights == NULL)
+        return bp_fail(BP_STATUS_OUT_OF_MEMORY,
+                       "%s: cannot allocate %u class weights", src->fn,
+                       (unsigned)k);
+    bp_get_floats(r, *class_weights, k);
+    cfg->class_weights = *class_weights;
+    return BP_STATUS_OK;
+}
+
+/*
+ * Reads NETW's fields and layer specs into a new array *layers, and the
+ * loss into *cfg, with class weights in a new array *class_weights.
+ */
+static bp_status bp_read_specs(const bp_source *src, bp_reader r,
+                               bp_loss_config *cfg, int64_t *n_inputs,
+                               bp_layer_spec **layers, int *n_layers,
+                               float **class_weights)
+{
+    uint32_t loss_code = 0;
+
     uint32_t dtype, count, reserved;
     uint64_t inputs;
 
     *layers = NULL;
-    if (!bp_get_u32(&r, &dtype) || !bp_get_u32(&r, loss) ||
+    if (!bp_get_u32(&r, &dtype) || !bp_get_u32(&r, &loss_code) ||
         !bp_get_u64(&r, &inputs) || !bp_get_u32(&r, &count) ||
         !bp_get_u32(&r, &reserved))
         return bp_bad(src, "is corrupt: section NETW is too short");
     if (dtype != BP_DTYPE_FLOAT32)
         return bp_bad(src, "stores parameters of dtype %u; this bprop "
                       "reads float32 (dtype 1) only", (unsigned)dtype);
-    if (bp_loss_name((bp_loss)*loss) == NULL)
+    if (bp_loss_name((bp_loss)loss_code) == NULL)
         return bp_bad(src, "is corrupt: its loss code %u is unknown",
-                      (unsigned)*loss);
+                      (unsigned)loss_code);
     if (inputs < 1 || inputs > BP_MAX_FLOATS)
         return bp_bad(src, "is corrupt: its network takes %llu inputs",
                       (unsigned long long)inputs);
@@ -363,6 +423,9 @@ static bp_status bp_read_specs(const bp_source *src, bp_reader r,
         (*layers)[i].units = (int64_t)units;
         (*layers)[i].activation = (bp_activation)act;
     }
+    *cfg = (bp_loss_config){.kind = (bp_loss)loss_code};
+    *class_weights = NULL;
+    BP_TRY(bp_read_net_more(src, &r, *layers, count, cfg, class_weights));
     *n_inputs = (int64_t)inputs;
     *n_layers = (int)count;
     return BP_STATUS_OK;
@@ -392,18 +455,28 @@ static bp_status bp_read_slab(const bp_source *src, bp_reader *r,
     return BP_STATUS_OK;
 }
 
+/* Zeroes the places of the biases of layers that have none. */
+static void bp_zero_absent_biases(bp_net *net)
+{
+    for (int i = 0; i < net->n_layers; i++)
+        if (net->layers[i].no_bias)
+            memset(net->params + net->b_offset[i], 0,
+                   (size_t)net->layers[i].units * sizeof(float));
+}
+
 /* Builds the network from NETW and PARM; *out stays NULL on failure. */
 static bp_status bp_read_net(const bp_source *src, const bp_sections *s,
                              bp_net **out)
 {
     bp_layer_spec *layers;
+    bp_loss_config loss;
+    float *class_weights = NULL;
     int64_t n_inputs = 0;
-    uint32_t loss = 0;
     int n_layers = 0;
 
     *out = NULL;
     bp_status st = bp_read_specs(src, s->sec[BP_SEC_NET], &loss, &n_inputs,
-                                 &layers, &n_layers);
+                                 &layers, &n_layers, &class_weights);
 
     /* Size the parameters against PARM before allocating them. */
     bp_reader params = s->sec[BP_SEC_PARAMS];
@@ -416,7 +489,7 @@ static bp_status bp_read_net(const bp_source *src, const bp_sections *s,
                         "the network in NETW");
     }
     if (st == BP_STATUS_OK) {
-        st = bp_net_create(out, n_inputs, layers, n_layers, (bp_loss)loss);
+        st = bp_net_create_ex(out, n_inputs, layers, n_layers, &loss);
         if (st == BP_STATUS_INVALID_ARGUMENT) {
             char why[512];
 
@@ -426,9 +499,12 @@ static bp_status bp_read_net(const bp_source *src, const bp_sections *s,
         }
     }
     free(layers);
+    free(class_weights);
     if (st == BP_STATUS_OK)
         st = bp_read_slab(src, &params, "PARM", "parameters",
                           (*out)->params, n_params);
+    if (st == BP_STATUS_OK)
+        bp_zero_absent_biases(*out);
     if (st != BP_STATUS_OK) {
         bp_net_free(*out);
         *out = NULL;
@@ -436,28 +512,130 @@ static bp_status bp_read_net(const bp_source *src, const bp_sections *s,
     return st;
 }
 
-/* OPTM: the SGD settings and the momentum buffers. */
-static bp_status bp_read_optimizer(const bp_source *src, bp_reader r,
-                                   bp_net *net, bp_model_extras *ex)
+static int bp_get_f32(bp_reader *r, float *v)
 {
-    uint32_t kind, nesterov, lr, momentum, l2, reserved;
+    uint32_t bits;
 
-    if (!bp_get_u32(&r, &kind) || !bp_get_u32(&r, &nesterov) ||
-        !bp_get_u32(&r, &lr) || !bp_get_u32(&r, &momentum) ||
-        !bp_get_u32(&r, &l2) || !bp_get_u32(&r, &reserved))
+    if (!bp_get_u32(r, &bits))
+        return 0;
+    *v = bp_f32_from_bits(bits);
+    return 1;
+}
+
+/* Reads a u64 that must fit an int64_t count. */
+static int bp_get_count(bp_reader *r, int64_t *v)
+{
+    uint64_t u;
+
+    if (!bp_get_u64(r, &u) || u > (uint64_t)INT64_MAX)
+        return 0;
+    *v = (int64_t)u;
+    return 1;
+}
+
+/* OPTM's schedule fields; 0 when they are missing or out of range. */
+static int bp_get_schedule(bp_reader *r, bp_schedule *s)
+{
+    uint32_t kind, has_best, reserved;
+    uint64_t best;
+
+    if (!bp_get_u32(r, &kind) || !bp_get_u32(r, &reserved) ||
+        !bp_get_count(r, &s->interval) || !bp_get_count(r, &s->step_size) ||
+        !bp_get_f32(r, &s->gamma) || !bp_get_f32(r, &s->power) ||
+        !bp_get_count(r, &s->warmup) || !bp_get_count(r, &s->period) ||
+        !bp_get_f32(r, &s->min_lr) || !bp_get_f32(r, &s->threshold) ||
+        !bp_get_count(r, &s->patience) || !bp_get_count(r, &s->cooldown) ||
+        !bp_get_count(r, &s->reductions) || !bp_get_count(r, &s->wait) ||
+        !bp_get_count(r, &s->cooldown_left) ||
+        !bp_get_u32(r, &has_best) || !bp_get_u32(r, &reserved) ||
+        !bp_get_u64(r, &best) || has_best > 1)
+        return 0;
+    s->kind = (bp_schedule_kind)kind;
+    s->has_best = (int)has_best;
+    s->best = bp_f64_from_bits(best);
+    return bp_schedule_name(s->kind) != NULL;
+}
+
+/*
+ * What OPTM holds after the first slab: the other settings, the step
+ * counter, the schedule and the second slab.
+ */
+static bp_status bp_read_optimizer_more(const bp_source *src, bp_reader *r,
+                                        bp_net *net, bp_optimizer *o,
+                                        bp_schedule *sched)
+{
+    uint32_t pad, flags;
+    uint64_t step;
+
+    if ((net->n_params % 2 != 0 && !bp_get_u32(r, &pad)) ||
+        !bp_get_f32(r, &o->beta1) || !bp_get_f32(r, &o->beta2) ||
+        !bp_get_f32(r, &o->eps) || !bp_get_f32(r, &o->rho) ||
+        !bp_get_f32(r, &o->clip_norm) || !bp_get_f32(r, &o->clip_value) ||
+        !bp_get_f32(r, &o->initial_accumulator) ||
+        !bp_get_u32(r, &flags) || !bp_get_u64(r, &step))
         return bp_bad(src, "is corrupt: section OPTM is too short");
-    if (kind != BP_OPTIMIZER_SGD)
-        return bp_bad(src, "uses optimizer %u, which this bprop cannot "
-                      "read", (unsigned)kind);
+    if (!bp_get_schedule(r, sched))
+        return bp_bad(src, "is corrupt: section OPTM holds an invalid "
+                      "learning-rate schedule");
+    o->decay_biases = (flags & BP_OPTIMIZER_DECAY_BIASES) != 0;
+    net->step = step;
+    if (bp_optimizer_check(src->fn, o) != BP_STATUS_OK ||
+        bp_schedule_check(src->fn, sched) != BP_STATUS_OK)
+        return bp_bad(src, "is corrupt: section OPTM holds invalid %s "
+                      "settings", bp_optimizer_name(o->kind));
 
-    bp_sgd_config sgd = {bp_f32_from_bits(lr), bp_f32_from_bits(momentum),
-                         nesterov != 0, bp_f32_from_bits(l2)};
-    if (nesterov > 1 || bp_sgd_check(src->fn, &sgd) != BP_STATUS_OK)
+    /* The count says whether the second slab is there. */
+    bp_reader peek = *r;
+    uint64_t count;
+    if (!bp_get_u64(&peek, &count))
+        return bp_bad(src, "is corrupt: section OPTM is too short");
+    if (count == 0 && !bp_optimizer_uses_second(o)) {
+        *r = peek;
+        return BP_STATUS_OK;
+    }
+    BP_TRY(bp_net_reserve_squares(src->fn, net));
+    return bp_read_slab(src, r, "OPTM", "second-moment buffers",
+                        net->squares, net->n_params);
+}
+
+/*
+ * OPTM: the optimizer's settings and state. A file from before the
+ * fields that follow the first slab holds SGD settings only; *has_step
+ * then says the step counter is still to be set.
+ */
+static bp_status bp_read_optimizer(const bp_source *src, bp_reader r,
+                                   bp_net *net, bp_model_extras *ex,
+                                   int *has_step)
+{
+    uint32_t code, nesterov, reserved;
+    bp_optimizer o = {0};
+    bp_schedule sched = {0};
+
+    if (!bp_get_u32(&r, &code) || !bp_get_u32(&r, &nesterov) ||
+        !bp_get_f32(&r, &o.lr) || !bp_get_f32(&r, &o.momentum) ||
+        !bp_get_f32(&r, &o.weight_decay) || !bp_get_u32(&r, &reserved))
+        return bp_bad(src, "is corrupt: section OPTM is too short");
+    if (code < BP_OPTIMIZER_CODE_FIRST || code > BP_OPTIMIZER_CODE_LAST)
+        return bp_bad(src, "uses optimizer %u, which this bprop cannot "
+                      "read", (unsigned)code);
+    if (nesterov > 1)
         return bp_bad(src, "is corrupt: section OPTM holds invalid SGD "
                       "settings");
+    o.kind = (bp_optimizer_kind)(code - BP_OPTIMIZER_CODE_FIRST);
+    o.nesterov = (int)nesterov;
     BP_TRY(bp_read_slab(src, &r, "OPTM", "momentum buffers", net->velocity,
                         net->n_params));
-    ex->sgd = sgd;
+
+    *has_step = bp_left(&r) > 0;
+    if (*has_step) {
+        BP_TRY(bp_read_optimizer_more(src, &r, net, &o, &sched));
+    } else if (o.kind != BP_OPTIMIZER_SGD ||
+               bp_optimizer_check(src->fn, &o) != BP_STATUS_OK) {
+        return bp_bad(src, "is corrupt: section OPTM holds invalid SGD "
+                      "settings");
+    }
+    ex->opt = o;
+    ex->sched = sched;
     ex->has_optimizer = 1;
     return BP_STATUS_OK;
 }
@@ -481,7 +659,7 @@ static bp_status bp_read_counters(const bp_source *src, const bp_sections *s,
         if (!bp_get_u64(&r, &ex->seed) || !bp_get_u64(&r, &ex->next_stream) ||
             !bp_get_u32(&r, &init) || !bp_get_u32(&r, &reserved))
             return bp_bad(src, "is corrupt: section RNGS is too short");
-        if (init > BP_INIT_GLOROT)
+        if (bp_init_name((bp_init)init) == NULL)
             return bp_bad(src, "is corrupt: section RNGS has the unknown "
                           "init code %u", (unsigned)init);
         ex->init = (bp_init)init;
@@ -645,9 +823,16 @@ static bp_status bp_read_meta(const bp_source *src, bp_reader r,
 static bp_status bp_read_extras(const bp_source *src, const bp_sections *s,
                                 bp_net *net, bp_model_extras *ex)
 {
+    int has_step = 1;
+
     if (s->sec[BP_SEC_OPTIMIZER].p != NULL)
-        BP_TRY(bp_read_optimizer(src, s->sec[BP_SEC_OPTIMIZER], net, ex));
+        BP_TRY(bp_read_optimizer(src, s->sec[BP_SEC_OPTIMIZER], net, ex,
+                                 &has_step));
     BP_TRY(bp_read_counters(src, s, ex));
+
+    /* Older files count updates in STEP only. */
+    if (!has_step && ex->has_progress)
+        net->step = ex->steps;
     if (s->sec[BP_SEC_LABELS].p != NULL)
         BP_TRY(bp_read_labels(src, s->sec[BP_SEC_LABELS], net, ex));
     if (s->sec[BP_SEC_SCALING].p != NULL)

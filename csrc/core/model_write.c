@@ -19,6 +19,7 @@
 #include "core/crc32.h"
 #include "core/extras.h"
 #include "core/model_format.h"
+#include "kernels/optim.h"
 
 #include <errno.h>
 #include <math.h>
@@ -72,6 +73,12 @@ static void bp_put_floats(bp_writer *w, const float *x, int64_t n)
     }
 }
 
+static void bp_put_zeros(bp_writer *w, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        bp_put_u32(w, 0);
+}
+
 static void bp_put_doubles(bp_writer *w, const double *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
@@ -122,11 +129,40 @@ static void bp_write_net(bp_writer *w, const bp_net *net)
         bp_put_u32(w, (uint32_t)net->layers[i].activation);
         bp_put_u64(w, (uint64_t)net->layers[i].units);
     }
+
+    /* Added later, after the fields older readers know (and skip). */
+    for (int i = 0; i < net->n_layers; i++) {
+        bp_put_u32(w, bp_f32_bits(net->layers[i].activation_param));
+        bp_put_u32(w, net->layers[i].no_bias ? BP_LAYER_NO_BIAS : 0u);
+    }
+    bp_put_u32(w, bp_f32_bits(net->loss_cfg.delta));
+    bp_put_u32(w, bp_f32_bits(net->loss_cfg.label_smoothing));
+    bp_put_u32(w, bp_f32_bits(net->loss_cfg.pos_weight));
+    if (net->class_weights != NULL) {
+        int64_t n_out = bp_net_n_outputs(net);
+
+        bp_put_u32(w, (uint32_t)n_out);
+        bp_put_floats(w, net->class_weights, n_out);
+    } else {
+        bp_put_u32(w, 0);
+    }
     bp_section_end(w, at);
 
+    /* The places of absent biases are written as zeros, whatever the slab
+       holds there, so that readers that predate them see zero biases. */
     at = bp_section_begin(w, BP_TAG_PARAMS, BP_SECTION_REQUIRED);
     bp_put_u64(w, (uint64_t)net->n_params);
-    bp_put_floats(w, net->params, net->n_params);
+    for (int i = 0; i < net->n_layers; i++) {
+        int64_t units = net->layers[i].units;
+        const float *b = bp_net_layer_bias(net, net->params, i);
+
+        bp_put_floats(w, net->params + net->w_offset[i],
+                      bp_net_layer_inputs(net, i) * units);
+        if (b != NULL)
+            bp_put_floats(w, b, units);
+        else
+            bp_put_zeros(w, units);
+    }
     bp_section_end(w, at);
 }
 
@@ -148,24 +184,85 @@ static void bp_write_labels(bp_writer *w, const bp_model_extras *ex)
     bp_section_end(w, at);
 }
 
+static void bp_put_f32(bp_writer *w, float x)
+{
+    bp_put_u32(w, bp_f32_bits(x));
+}
+
+/* The schedule's fields in OPTM, settings first, then PLATEAU's state. */
+static void bp_write_schedule(bp_writer *w, const bp_schedule *s)
+{
+    bp_put_u32(w, (uint32_t)s->kind);
+    bp_put_u32(w, 0);
+    bp_put_u64(w, (uint64_t)s->interval);
+    bp_put_u64(w, (uint64_t)s->step_size);
+    bp_put_f32(w, s->gamma);
+    bp_put_f32(w, s->power);
+    bp_put_u64(w, (uint64_t)s->warmup);
+    bp_put_u64(w, (uint64_t)s->period);
+    bp_put_f32(w, s->min_lr);
+    bp_put_f32(w, s->threshold);
+    bp_put_u64(w, (uint64_t)s->patience);
+    bp_put_u64(w, (uint64_t)s->cooldown);
+    bp_put_u64(w, (uint64_t)s->reductions);
+    bp_put_u64(w, (uint64_t)s->wait);
+    bp_put_u64(w, (uint64_t)s->cooldown_left);
+    bp_put_u32(w, s->has_best ? 1u : 0u);
+    bp_put_u32(w, 0);
+    bp_put_u64(w, bp_f64_bits(s->has_best ? s->best : 0.0));
+}
+
+/*
+ * OPTM: the version-1 fields and the first state slab, which older
+ * readers stop after, then the other settings, the step counter, the
+ * schedule and the second slab (zeros if it was never allocated).
+ */
+static void bp_write_optimizer(bp_writer *w, const bp_net *net,
+                               const bp_model_extras *ex)
+{
+    const bp_optimizer *o = &ex->opt;
+    size_t at = bp_section_begin(w, BP_TAG_OPTIMIZER, 0);
+    int64_t n_second = bp_optimizer_uses_second(o) ? net->n_params : 0;
+
+    bp_put_u32(w, (uint32_t)o->kind + BP_OPTIMIZER_CODE_FIRST);
+    bp_put_u32(w, o->nesterov ? 1u : 0u);
+    bp_put_f32(w, o->lr);
+    bp_put_f32(w, o->momentum);
+    bp_put_f32(w, o->weight_decay);
+    bp_put_u32(w, 0);
+    bp_put_u64(w, (uint64_t)net->n_params);
+    bp_put_floats(w, net->velocity, net->n_params);
+    if (net->n_params % 2 != 0)
+        bp_put_u32(w, 0);
+
+    bp_put_f32(w, o->beta1);
+    bp_put_f32(w, o->beta2);
+    bp_put_f32(w, o->eps);
+    bp_put_f32(w, o->rho);
+    bp_put_f32(w, o->clip_norm);
+    bp_put_f32(w, o->clip_value);
+    bp_put_f32(w, o->initial_accumulator);
+    bp_put_u32(w, o->decay_biases ? BP_OPTIMIZER_DECAY_BIASES : 0u);
+    bp_put_u64(w, net->step);
+    bp_write_schedule(w, &ex->sched);
+    bp_put_u64(w, (uint64_t)n_second);
+    if (net->squares != NULL) {
+        bp_put_floats(w, net->squares, n_second);
+    } else {
+        for (int64_t i = 0; i < n_second; i++)
+            bp_put_u32(w, 0);
+    }
+    bp_section_end(w, at);
+}
+
 /* The optional sections, each only when the extras hold it. */
 static void bp_write_extras(bp_writer *w, const bp_net *net,
                             const bp_model_extras *ex)
 {
     size_t at;
 
-    if (ex->has_optimizer) {
-        at = bp_section_begin(w, BP_TAG_OPTIMIZER, 0);
-        bp_put_u32(w, BP_OPTIMIZER_SGD);
-        bp_put_u32(w, ex->sgd.nesterov ? 1u : 0u);
-        bp_put_u32(w, bp_f32_bits(ex->sgd.lr));
-        bp_put_u32(w, bp_f32_bits(ex->sgd.momentum));
-        bp_put_u32(w, bp_f32_bits(ex->sgd.l2));
-        bp_put_u32(w, 0);
-        bp_put_u64(w, (uint64_t)net->n_params);
-        bp_put_floats(w, net->velocity, net->n_params);
-        bp_section_end(w, at);
-    }
+    if (ex->has_optimizer)
+        bp_write_optimizer(w, net, ex);
     if (ex->has_progress) {
         at = bp_section_begin(w, BP_TAG_PROGRESS, 0);
         bp_put_u64(w, ex->epochs);
@@ -256,6 +353,13 @@ static bp_status bp_save_check(const char *fn, const bp_net *net,
                            "%s: momentum buffer %lld is %g; only finite "
                            "values can be saved", fn, (long long)bad,
                            (double)net->velocity[bad]);
+        if (net->squares != NULL)
+            bad = bp_first_nonfinite(net->squares, net->n_params);
+        if (bad >= 0)
+            return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                           "%s: second-moment buffer %lld is %g; only "
+                           "finite values can be saved", fn,
+                           (long long)bad, (double)net->squares[bad]);
     }
     if (ex->n_labels > 0 && ex->n_labels != n_out &&
         !(n_out == 1 && ex->n_labels == 2))

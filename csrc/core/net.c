@@ -15,6 +15,7 @@
 #include "core/check.h"
 #include "core/memory.h"
 #include "core/rng.h"
+#include "kernels/activation.h"
 #include "kernels/loss.h"
 
 #include <math.h>
@@ -33,10 +34,20 @@ static bp_status bp_layer_check(const char *fn, const bp_layer_spec *spec,
         return bp_fail(BP_STATUS_INVALID_ARGUMENT,
                        "%s: layers[%d].activation is %d, which is not a "
                        "bp_activation", fn, i, (int)spec->activation);
-    if (spec->activation == BP_ACTIVATION_SOFTMAX && !last)
+    if (bp_activation_per_row(spec->activation) && !last)
         return bp_fail(BP_STATUS_INVALID_ARGUMENT,
-                       "%s: layers[%d] uses softmax, which is only allowed "
-                       "on the last layer", fn, i);
+                       "%s: layers[%d] uses %s, which is only allowed on "
+                       "the last layer", fn, i,
+                       bp_activation_name(spec->activation));
+    if (isnan(bp_activation_param(spec->activation,
+                                  spec->activation_param)))
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "%s: layers[%d].activation_param is %g; the %s of "
+                       "%s must be finite and >= 0 (0 selects the "
+                       "default)", fn, i, (double)spec->activation_param,
+                       spec->activation == BP_ACTIVATION_ELU ? "alpha"
+                                                             : "slope",
+                       bp_activation_name(spec->activation));
     return BP_STATUS_OK;
 }
 
@@ -48,17 +59,22 @@ static bp_status bp_loss_fits(const char *fn, bp_loss loss,
 
     switch (loss) {
     case BP_LOSS_MSE:
-        if (out_act == BP_ACTIVATION_SOFTMAX)
+    case BP_LOSS_MAE:
+    case BP_LOSS_HUBER:
+    case BP_LOSS_POISSON:
+        if (bp_activation_per_row(out_act))
             return bp_fail(BP_STATUS_INVALID_ARGUMENT,
-                           "%s: loss mse cannot follow a softmax output; "
-                           "use cross-entropy for class probabilities", fn);
+                           "%s: loss %s cannot follow a %s output; use "
+                           "cross-entropy for class probabilities", fn,
+                           bp_loss_name(loss), act);
         return BP_STATUS_OK;
     case BP_LOSS_CROSS_ENTROPY:
         if (out_act != BP_ACTIVATION_IDENTITY &&
-            out_act != BP_ACTIVATION_SOFTMAX)
+            !bp_activation_per_row(out_act))
             return bp_fail(BP_STATUS_INVALID_ARGUMENT,
                            "%s: loss cross_entropy needs a last layer with "
-                           "identity or softmax activation, not %s", fn, act);
+                           "identity, softmax or log_softmax activation, "
+                           "not %s", fn, act);
         return BP_STATUS_OK;
     case BP_LOSS_BINARY_CROSS_ENTROPY:
         if (out_act != BP_ACTIVATION_IDENTITY &&
@@ -149,19 +165,47 @@ static bp_net *bp_net_alloc(int n_layers, int64_t n_params)
     return net;
 }
 
-bp_status bp_net_create(bp_net **out, int64_t n_inputs,
-                        const bp_layer_spec *layers, int n_layers,
-                        bp_loss loss)
+/* Copies the loss options into the network, class weights included. */
+static bp_status bp_net_set_loss(const char *fn, bp_net *net,
+                                 const bp_loss_config *cfg)
 {
-    static const char fn[] = "bp_net_create";
+    int64_t n_out = bp_net_n_outputs(net);
+
+    net->loss = cfg->kind;
+    net->loss_cfg = *cfg;
+    net->loss_cfg.class_weights = NULL;
+    if (cfg->class_weights == NULL || cfg->kind != BP_LOSS_CROSS_ENTROPY)
+        return BP_STATUS_OK;
+
+    net->class_weights = malloc((size_t)n_out * sizeof(float));
+    if (net->class_weights == NULL)
+        return bp_fail(BP_STATUS_OUT_OF_MEMORY,
+                       "%s: cannot allocate %lld class weights", fn,
+                       (long long)n_out);
+    memcpy(net->class_weights, cfg->class_weights,
+           (size_t)n_out * sizeof(float));
+    net->loss_cfg.class_weights = net->class_weights;
+    return BP_STATUS_OK;
+}
+
+/* bp_net_create_ex reporting errors as `fn`. */
+static bp_status bp_net_create_named(const char *fn, bp_net **out,
+                                     int64_t n_inputs,
+                                     const bp_layer_spec *layers,
+                                     int n_layers, const bp_loss_config *loss)
+{
+    bp_loss_config cfg;
 
     BP_REQUIRE_PTR(fn, out);
     *out = NULL;
-    BP_TRY(bp_net_check_spec(fn, n_inputs, layers, n_layers, loss));
+    BP_REQUIRE_PTR(fn, loss);
+    BP_TRY(bp_net_check_spec(fn, n_inputs, layers, n_layers, loss->kind));
+    BP_TRY(bp_loss_config_resolve(fn, loss, layers[n_layers - 1].units,
+                                  &cfg));
 
     /* Lay the slabs out in a stack copy first, to size them. */
     bp_net shape = {.n_inputs = n_inputs, .n_layers = n_layers,
-                    .layers = (bp_layer_spec *)layers, .loss = loss};
+                    .layers = (bp_layer_spec *)layers, .loss = cfg.kind};
     int64_t *offsets = calloc(2 * (size_t)n_layers, sizeof *offsets);
     if (offsets == NULL)
         return bp_fail(BP_STATUS_OUT_OF_MEMORY,
@@ -179,12 +223,42 @@ bp_status bp_net_create(bp_net **out, int64_t n_inputs,
                        fn, (long long)shape.n_params);
     net->n_inputs = n_inputs;
     net->n_layers = n_layers;
-    net->loss = loss;
     memcpy(net->layers, layers, (size_t)n_layers * sizeof *layers);
-    BP_TRY(bp_net_layout(fn, net));
+    for (int i = 0; i < n_layers; i++) {
+        bp_layer_spec *spec = &net->layers[i];
+
+        spec->activation_param = bp_activation_param(spec->activation,
+                                                     spec->activation_param);
+        spec->no_bias = spec->no_bias != 0;
+    }
+    bp_status st = bp_net_layout(fn, net);
+    if (st == BP_STATUS_OK)
+        st = bp_net_set_loss(fn, net, &cfg);
+    if (st != BP_STATUS_OK) {
+        bp_net_free(net);
+        return st;
+    }
 
     *out = net;
     return BP_STATUS_OK;
+}
+
+bp_status bp_net_create(bp_net **out, int64_t n_inputs,
+                        const bp_layer_spec *layers, int n_layers,
+                        bp_loss loss)
+{
+    bp_loss_config cfg = {.kind = loss};
+
+    return bp_net_create_named("bp_net_create", out, n_inputs, layers,
+                               n_layers, &cfg);
+}
+
+bp_status bp_net_create_ex(bp_net **out, int64_t n_inputs,
+                           const bp_layer_spec *layers, int n_layers,
+                           const bp_loss_config *loss)
+{
+    return bp_net_create_named("bp_net_create_ex", out, n_inputs, layers,
+                               n_layers, loss);
 }
 
 void bp_train_buffers_free(bp_train_buffers *t)
@@ -195,6 +269,8 @@ void bp_train_buffers_free(bp_train_buffers *t)
     bp_free(t->x);
     bp_free(t->y);
     bp_free(t->labels);
+    bp_free(t->weights);
+    bp_free(t->pre);
     bp_free(t->order);
     memset(t, 0, sizeof *t);
 }
@@ -207,9 +283,11 @@ void bp_net_free(bp_net *net)
     bp_free(net->params);
     bp_free(net->grads);
     bp_free(net->velocity);
+    bp_free(net->squares);
     free(net->layers);
     free(net->w_offset);
     free(net->b_offset);
+    free(net->class_weights);
     free(net);
 }
 
@@ -222,30 +300,128 @@ bp_status bp_net_clone(bp_net **out, const bp_net *net)
     BP_REQUIRE_PTR(fn, net);
 
     bp_net *copy;
-    BP_TRY(bp_net_create(&copy, net->n_inputs, net->layers, net->n_layers,
-                         net->loss));
+    BP_TRY(bp_net_create_ex(&copy, net->n_inputs, net->layers,
+                            net->n_layers, &net->loss_cfg));
 
     size_t bytes = (size_t)net->n_params * sizeof(float);
     memcpy(copy->params, net->params, bytes);
     memcpy(copy->grads, net->grads, bytes);
     memcpy(copy->velocity, net->velocity, bytes);
+    if (net->squares != NULL) {
+        bp_status st = bp_net_reserve_squares(fn, copy);
+
+        if (st != BP_STATUS_OK) {
+            bp_net_free(copy);
+            return st;
+        }
+        memcpy(copy->squares, net->squares, bytes);
+    }
+    copy->step = net->step;
     *out = copy;
     return BP_STATUS_OK;
 }
 
-/* The uniform limit of layer i's weights under `init`. */
-static float bp_init_limit(const bp_net *net, bp_init init, int i)
+const char *bp_init_name(bp_init init)
+{
+    switch (init) {
+    case BP_INIT_AUTO:
+        return "auto";
+    case BP_INIT_HE:
+        return "he";
+    case BP_INIT_GLOROT:
+        return "glorot";
+    case BP_INIT_HE_NORMAL:
+        return "he_normal";
+    case BP_INIT_GLOROT_NORMAL:
+        return "glorot_normal";
+    case BP_INIT_LECUN_UNIFORM:
+        return "lecun_uniform";
+    case BP_INIT_LECUN_NORMAL:
+        return "lecun_normal";
+    }
+    return NULL;
+}
+
+/* The relu family, which BP_INIT_AUTO gives He initialisation. */
+static int bp_relu_like(bp_activation act)
+{
+    switch (act) {
+    case BP_ACTIVATION_RELU:
+    case BP_ACTIVATION_LEAKY_RELU:
+    case BP_ACTIVATION_ELU:
+    case BP_ACTIVATION_GELU:
+    case BP_ACTIVATION_GELU_TANH:
+    case BP_ACTIVATION_SILU:
+    case BP_ACTIVATION_SOFTPLUS:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/*
+ * Draws layer i's weights under `init` from its own stream (seed,
+ * BP_RNG_INIT, i). The variance is gain / fan; a uniform initialiser's
+ * limit is sqrt(3 gain / fan), which gives it the variance of its normal
+ * twin.
+ */
+static void bp_init_weights(bp_net *net, bp_init init, int i, uint64_t seed)
 {
     double fan_in = (double)bp_net_layer_inputs(net, i);
     double fan_out = (double)net->layers[i].units;
+    float *w = net->params + net->w_offset[i];
+    int64_t count = bp_net_layer_inputs(net, i) * net->layers[i].units;
+    double gain = 2.0, fan = fan_in;
+    int normal = 0;
+    bp_rng rng;
 
     if (init == BP_INIT_AUTO)
-        init = net->layers[i].activation == BP_ACTIVATION_RELU
-                   ? BP_INIT_HE
-                   : BP_INIT_GLOROT;
-    if (init == BP_INIT_HE)
-        return (float)sqrt(6.0 / fan_in);
-    return (float)sqrt(6.0 / (fan_in + fan_out));
+        init = bp_relu_like(net->layers[i].activation) ? BP_INIT_HE
+                                                       : BP_INIT_GLOROT;
+    switch (init) {
+    case BP_INIT_HE_NORMAL:
+        normal = 1;
+        break;
+    case BP_INIT_LECUN_NORMAL:
+        normal = 1;
+        gain = 1.0;
+        break;
+    case BP_INIT_LECUN_UNIFORM:
+        gain = 1.0;
+        break;
+    case BP_INIT_GLOROT_NORMAL:
+        normal = 1;
+        fan = fan_in + fan_out;
+        break;
+    case BP_INIT_GLOROT:
+        fan = fan_in + fan_out;
+        break;
+    default:
+        break;
+    }
+
+    bp_rng_init(&rng, seed, BP_RNG_INIT, (uint64_t)i);
+    if (normal) {
+        float std = (float)sqrt(gain / fan);
+
+        for (int64_t k = 0; k < count; k++)
+            w[k] = std * bp_rng_normal(&rng);
+        return;
+    }
+
+    float limit = (float)sqrt(3.0 * gain / fan);
+    for (int64_t k = 0; k < count; k++)
+        w[k] = bp_rng_symmetric(&rng, limit);
+}
+
+/* Checks an initialiser argument. */
+static bp_status bp_init_check(const char *fn, bp_init init)
+{
+    if (bp_init_name(init) == NULL)
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "%s: argument 'init' is %d, which is not a bp_init",
+                       fn, (int)init);
+    return BP_STATUS_OK;
 }
 
 bp_status bp_net_init(bp_net *net, bp_init init, uint64_t seed)
@@ -253,26 +429,43 @@ bp_status bp_net_init(bp_net *net, bp_init init, uint64_t seed)
     static const char fn[] = "bp_net_init";
 
     BP_REQUIRE_PTR(fn, net);
-    if (init != BP_INIT_AUTO && init != BP_INIT_HE && init != BP_INIT_GLOROT)
-        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
-                       "%s: argument 'init' is %d, which is not a bp_init",
-                       fn, (int)init);
+    BP_TRY(bp_init_check(fn, init));
 
     size_t bytes = (size_t)net->n_params * sizeof(float);
     memset(net->params, 0, bytes);
     memset(net->grads, 0, bytes);
     memset(net->velocity, 0, bytes);
+    if (net->squares != NULL)
+        memset(net->squares, 0, bytes);
+    net->step = 0;
 
-    for (int i = 0; i < net->n_layers; i++) {
-        float limit = bp_init_limit(net, init, i);
-        float *w = net->params + net->w_offset[i];
-        int64_t count = net->b_offset[i] - net->w_offset[i];
-        bp_rng rng;
+    for (int i = 0; i < net->n_layers; i++)
+        bp_init_weights(net, init, i, seed);
+    return BP_STATUS_OK;
+}
 
-        bp_rng_init(&rng, seed, BP_RNG_INIT, (uint64_t)i);
-        for (int64_t k = 0; k < count; k++)
-            w[k] = bp_rng_symmetric(&rng, limit);
-    }
+bp_status bp_net_init_layer(bp_net *net, int i, bp_init init, float bias,
+                            uint64_t seed)
+{
+    static const char fn[] = "bp_net_init_layer";
+
+    BP_REQUIRE_PTR(fn, net);
+    if (i < 0 || i >= net->n_layers)
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "%s: argument 'i' is %d; the network has layers "
+                       "0 to %d", fn, i, net->n_layers - 1);
+    BP_TRY(bp_init_check(fn, init));
+    if (!isfinite(bias))
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "%s: argument 'bias' is %g; it must be finite", fn,
+                       (double)bias);
+
+    bp_init_weights(net, init, i, seed);
+
+    float *b = bp_net_layer_bias(net, net->params, i);
+    if (b != NULL)
+        for (int64_t k = 0; k < net->layers[i].units; k++)
+            b[k] = bias;
     return BP_STATUS_OK;
 }
 
@@ -327,6 +520,47 @@ float *bp_net_velocity(bp_net *net)
     return net != NULL ? net->velocity : NULL;
 }
 
+bp_status bp_net_reserve_squares(const char *fn, bp_net *net)
+{
+    if (net->squares != NULL || net->n_params == 0)
+        return BP_STATUS_OK;
+    net->squares = bp_calloc((size_t)net->n_params * sizeof(float));
+    if (net->squares == NULL)
+        return bp_fail(BP_STATUS_OUT_OF_MEMORY,
+                       "%s: cannot allocate the optimizer state of %lld "
+                       "parameters", fn, (long long)net->n_params);
+    return BP_STATUS_OK;
+}
+
+bp_status bp_net_optimizer_state(bp_net *net, int i, int create,
+                                 float **slab)
+{
+    static const char fn[] = "bp_net_optimizer_state";
+
+    BP_REQUIRE_PTR(fn, net);
+    BP_REQUIRE_PTR(fn, slab);
+    if (i != 0 && i != 1)
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "%s: argument 'i' is %d; the slabs are 0 and 1", fn,
+                       i);
+    if (i == 1 && create)
+        BP_TRY(bp_net_reserve_squares(fn, net));
+    *slab = i == 0 ? net->velocity : net->squares;
+    return BP_STATUS_OK;
+}
+
+uint64_t bp_net_optimizer_step(const bp_net *net)
+{
+    return net != NULL ? net->step : 0;
+}
+
+bp_status bp_net_set_optimizer_step(bp_net *net, uint64_t step)
+{
+    BP_REQUIRE_PTR("bp_net_set_optimizer_step", net);
+    net->step = step;
+    return BP_STATUS_OK;
+}
+
 /* Checks a layer index for the layer accessors. */
 static bp_status bp_layer_index_check(const char *fn, const bp_net *net,
                                       int i)
@@ -364,13 +598,13 @@ bp_status bp_net_check_targets(const char *fn, const bp_net *net,
 {
     int64_t n_out = bp_net_n_outputs(net);
 
-    if (net->loss == BP_LOSS_CROSS_ENTROPY) {
-        if (labels == NULL)
-            return bp_fail(BP_STATUS_INVALID_ARGUMENT,
-                           "%s: argument 'labels' is NULL; the "
-                           "cross_entropy loss needs class labels", fn);
+    if (net->loss == BP_LOSS_CROSS_ENTROPY && labels != NULL)
         return bp_labels_check(fn, labels, n, n_out);
-    }
+    if (net->loss == BP_LOSS_CROSS_ENTROPY && y == NULL)
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "%s: arguments 'labels' and 'y' are NULL; the "
+                       "cross_entropy loss needs class labels (or "
+                       "probabilities in y)", fn);
     if (y == NULL)
         return bp_fail(BP_STATUS_INVALID_ARGUMENT,
                        "%s: argument 'y' is NULL; the %s loss needs float "
@@ -378,21 +612,37 @@ bp_status bp_net_check_targets(const char *fn, const bp_net *net,
     return bp_check_shape(fn, "n", n, "outputs", n_out);
 }
 
+bp_status bp_net_loss_weighted(const bp_net *net, double *loss, float *grad,
+                               const float *out, const float *y,
+                               const int32_t *labels, const float *weights,
+                               int64_t batch)
+{
+    if (net->loss != BP_LOSS_CROSS_ENTROPY)
+        labels = NULL;
+    return bp_loss_run(loss, grad, out, y, labels, weights, &net->loss_cfg,
+                       batch, bp_net_n_outputs(net));
+}
+
 bp_status bp_net_loss_of(const bp_net *net, double *loss, float *grad,
                          const float *out, const float *y,
                          const int32_t *labels, int64_t batch)
 {
-    int64_t n_out = bp_net_n_outputs(net);
+    return bp_net_loss_weighted(net, loss, grad, out, y, labels, NULL,
+                                batch);
+}
 
-    switch (net->loss) {
-    case BP_LOSS_MSE:
-        return bp_loss_mse(loss, grad, out, y, batch, n_out);
-    case BP_LOSS_CROSS_ENTROPY:
-        return bp_loss_cross_entropy(loss, grad, out, labels, batch, n_out);
-    case BP_LOSS_BINARY_CROSS_ENTROPY:
-        return bp_loss_binary_cross_entropy(loss, grad, out, y, batch,
-                                            n_out);
-    }
-    return bp_fail(BP_STATUS_INTERNAL, "bp_net: unknown loss %d",
-                   (int)net->loss);
+bp_status bp_net_get_loss_config(const bp_net *net, bp_loss_config *cfg)
+{
+    BP_REQUIRE_PTR("bp_net_get_loss_config", net);
+    BP_REQUIRE_PTR("bp_net_get_loss_config", cfg);
+    *cfg = net->loss_cfg;
+    return BP_STATUS_OK;
+}
+
+int bp_net_keeps_pre(const bp_net *net)
+{
+    for (int i = 0; i < net->n_layers; i++)
+        if (bp_activation_needs_input(bp_net_layer_act(net, i)))
+            return 1;
+    return 0;
 }

@@ -21,6 +21,11 @@ typedef struct bp_train_buffers {
     float *x;         /* B x I: a gathered batch of inputs */
     float *y;         /* B x O: its targets (mse, binary cross-entropy) */
     int32_t *labels;  /* B: its labels (cross-entropy) */
+    float *weights;   /* B: its sample weights, when the epoch has them */
+    float *pre;       /* B x U, laid out like acts, or NULL: the
+                         pre-activations of layers whose derivative needs
+                         them (bp_activation_needs_input); only those
+                         layers' blocks are written */
     int64_t *order;   /* n: the epoch's shuffled row order */
 } bp_train_buffers;
 
@@ -32,6 +37,9 @@ struct bp_net {
     int n_layers;
     bp_layer_spec *layers;  /* n_layers specs */
     bp_loss loss;
+    bp_loss_config loss_cfg;  /* resolved options; class_weights points
+                                 at the copy below */
+    float *class_weights;     /* O, or NULL */
     int64_t *w_offset;      /* n_layers offsets of weights in the slabs */
     int64_t *b_offset;      /* n_layers offsets of biases in the slabs */
     int64_t n_params;
@@ -40,6 +48,8 @@ struct bp_net {
     float *params;          /* n_params, 64-byte aligned */
     float *grads;           /* n_params, laid out like params */
     float *velocity;        /* n_params, laid out like params */
+    float *squares;         /* n_params or NULL: second optimizer slab */
+    uint64_t step;          /* optimizer updates made */
     bp_train_buffers train;
 };
 
@@ -57,14 +67,36 @@ static inline int64_t bp_net_layer_inputs(const bp_net *net, int i)
 }
 
 /*
- * The activation layer i computes. With a fused loss the last layer
- * produces logits; the loss (or prediction) applies softmax or sigmoid.
+ * The activation layer i computes. With a fused loss (cross-entropy,
+ * binary cross-entropy) the last layer produces logits; the loss (or
+ * prediction) applies softmax, log_softmax or sigmoid.
  */
 static inline bp_activation bp_net_layer_act(const bp_net *net, int i)
 {
-    if (i == net->n_layers - 1 && net->loss != BP_LOSS_MSE)
+    if (i == net->n_layers - 1 && (net->loss == BP_LOSS_CROSS_ENTROPY ||
+                                   net->loss == BP_LOSS_BINARY_CROSS_ENTROPY))
         return BP_ACTIVATION_IDENTITY;
     return net->layers[i].activation;
+}
+
+/* Layer i's activation parameter, resolved when the network was made. */
+static inline float bp_net_layer_param(const bp_net *net, int i)
+{
+    return net->layers[i].activation_param;
+}
+
+/*
+ * Layer i's biases in `slab` (parameters or gradients), or NULL for a
+ * layer without biases.
+ *
+ * NOTE: such a layer keeps its place for biases in every slab, held at
+ * zero and never read or trained, so that the layout depends on the
+ * layer sizes alone: code that walks the slabs layer by layer (updates,
+ * all-reduces, model files) treats every layer alike.
+ */
+static inline float *bp_net_layer_bias(const bp_net *net, float *slab, int i)
+{
+    return net->layers[i].no_bias ? NULL : slab + net->b_offset[i];
 }
 
 /*
@@ -78,11 +110,45 @@ bp_status bp_net_loss_of(const bp_net *net, double *loss, float *grad,
                          const int32_t *labels, int64_t batch);
 
 /*
+ * bp_net_loss_of with per-sample weights.
+ *   weights  B, checked by the caller  (IN; NULL for all 1)
+ */
+bp_status bp_net_loss_weighted(const bp_net *net, double *loss, float *grad,
+                               const float *out, const float *y,
+                               const int32_t *labels, const float *weights,
+                               int64_t batch);
+
+/* Nonzero when some layer keeps its pre-activations for training. */
+int bp_net_keeps_pre(const bp_net *net);
+
+/*
  * Checks the target argument the network's loss needs for n rows: not
- * NULL, and for cross-entropy every label in [0, O).
+ * NULL, and for cross-entropy every label in [0, O); cross-entropy
+ * takes float probabilities in y when labels is NULL.
  */
 bp_status bp_net_check_targets(const char *fn, const bp_net *net,
                                const float *y, const int32_t *labels,
                                int64_t n);
+
+/*
+ * Allocates the zeroed second optimizer slab if it does not exist yet;
+ * `fn` names the caller in the message.
+ */
+bp_status bp_net_reserve_squares(const char *fn, bp_net *net);
+
+/*
+ * Checks an optimizer and a schedule (NULL: constant) and allocates the
+ * state the optimizer needs, before any update (update.c).
+ */
+bp_status bp_net_prepare_update(const char *fn, bp_net *net,
+                                const bp_optimizer *opt,
+                                const bp_schedule *sched);
+
+/*
+ * One update from the gradient slab, with arguments that
+ * bp_net_prepare_update accepted; counts the step.
+ */
+void bp_net_update(bp_net *net, const bp_optimizer *opt,
+                   const bp_schedule *sched);
 
 #endif

@@ -15,6 +15,7 @@
 
 #include "core/check.h"
 #include "core/memory.h"
+#include "kernels/loss.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -123,11 +124,13 @@ static const float *bp_forward(const bp_net *net, bp_workspace *ws,
         float *y = l == last && out != NULL ? out : ws->buf[l % 2];
 
         /* Arguments were checked by the caller; this cannot fail. */
-        (void)bp_dense_forward(y, in, net->params + net->w_offset[l],
-                               net->params + net->b_offset[l],
-                               bp_net_layer_act(net, l), rows,
-                               bp_net_layer_inputs(net, l),
-                               net->layers[l].units);
+        (void)bp_dense_forward_ex(y, NULL, in,
+                                  net->params + net->w_offset[l],
+                                  bp_net_layer_bias(net, net->params, l),
+                                  bp_net_layer_act(net, l),
+                                  bp_net_layer_param(net, l), rows,
+                                  bp_net_layer_inputs(net, l),
+                                  net->layers[l].units);
         in = y;
     }
     return in;
@@ -145,7 +148,10 @@ bp_status bp_net_predict(const bp_net *net, bp_workspace *ws, float *out,
     bp_activation link = BP_ACTIVATION_IDENTITY;
 
     if (net->loss == BP_LOSS_CROSS_ENTROPY)
-        link = BP_ACTIVATION_SOFTMAX;
+        link = net->layers[net->n_layers - 1].activation ==
+                       BP_ACTIVATION_LOG_SOFTMAX
+                   ? BP_ACTIVATION_LOG_SOFTMAX
+                   : BP_ACTIVATION_SOFTMAX;
     else if (net->loss == BP_LOSS_BINARY_CROSS_ENTROPY)
         link = BP_ACTIVATION_SIGMOID;
 
@@ -157,27 +163,36 @@ bp_status bp_net_predict(const bp_net *net, bp_workspace *ws, float *out,
         BP_TRY(bp_outputs_check(fn, o, rows, n_out, start));
         if (link != BP_ACTIVATION_IDENTITY)
             BP_TRY(bp_activation_forward(o, o, link, rows, n_out));
+        if (net->loss == BP_LOSS_POISSON) {
+            /* The output is the log of the rate; a rate past float's
+               range is as unusable as an infinite output. */
+            for (int64_t i = 0; i < rows * n_out; i++)
+                o[i] = expf(o[i]);
+            BP_TRY(bp_outputs_check(fn, o, rows, n_out, start));
+        }
     }
     return BP_STATUS_OK;
 }
 
-bp_status bp_net_evaluate(const bp_net *net, bp_workspace *ws,
-                          const float *x, const float *y,
-                          const int32_t *labels, int64_t n, double *loss)
+/* bp_net_evaluate_weighted reporting errors as `fn`. */
+static bp_status bp_evaluate(const char *fn, const bp_net *net,
+                             bp_workspace *ws, const float *x,
+                             const float *y, const int32_t *labels,
+                             const float *weights, int64_t n, double *loss)
 {
-    static const char fn[] = "bp_net_evaluate";
-
     BP_TRY(bp_infer_check(fn, net, ws, x, n));
     BP_REQUIRE_PTR(fn, loss);
     if (n < 1)
         return bp_fail(BP_STATUS_INVALID_ARGUMENT,
                        "%s: argument 'n' is %lld; it must be >= 1", fn,
                        (long long)n);
-    if (net->loss == BP_LOSS_CROSS_ENTROPY)
-        y = NULL;
-    else
+    /* Cross-entropy takes labels, or probabilities in y without them. */
+    if (net->loss != BP_LOSS_CROSS_ENTROPY)
         labels = NULL;
+    else if (labels != NULL)
+        y = NULL;
     BP_TRY(bp_net_check_targets(fn, net, y, labels, n));
+    BP_TRY(bp_weights_check(fn, weights, n));
 
     int64_t n_in = net->n_inputs, n_out = bp_net_n_outputs(net);
     double total = 0.0;
@@ -188,11 +203,30 @@ bp_status bp_net_evaluate(const bp_net *net, bp_workspace *ws,
         double part = 0.0;
 
         BP_TRY(bp_outputs_check(fn, z, rows, n_out, start));
-        BP_TRY(bp_net_loss_of(net, &part, NULL, z,
-                              y != NULL ? y + start * n_out : NULL,
-                              labels != NULL ? labels + start : NULL, rows));
+        BP_TRY(bp_net_loss_weighted(
+            net, &part, NULL, z, y != NULL ? y + start * n_out : NULL,
+            labels != NULL ? labels + start : NULL,
+            weights != NULL ? weights + start : NULL, rows));
         total += part * (double)rows;
     }
     *loss = total / (double)n;
     return BP_STATUS_OK;
+}
+
+bp_status bp_net_evaluate(const bp_net *net, bp_workspace *ws,
+                          const float *x, const float *y,
+                          const int32_t *labels, int64_t n, double *loss)
+{
+    return bp_evaluate("bp_net_evaluate", net, ws, x, y, labels, NULL, n,
+                       loss);
+}
+
+bp_status bp_net_evaluate_weighted(const bp_net *net, bp_workspace *ws,
+                                   const float *x, const float *y,
+                                   const int32_t *labels,
+                                   const float *weights, int64_t n,
+                                   double *loss)
+{
+    return bp_evaluate("bp_net_evaluate_weighted", net, ws, x, y, labels,
+                       weights, n, loss);
 }

@@ -7,6 +7,12 @@
  */
 #include "core/rng.h"
 
+#include <math.h>
+
+/* NOTE: a fused multiply-add rounds differently; the normal draws must
+   give the same bits on CPUs with and without one. */
+#pragma STDC FP_CONTRACT OFF
+
 #define BP_PHILOX_M0 0xD2511F53u
 #define BP_PHILOX_M1 0xCD9E8D57u
 #define BP_PHILOX_W0 0x9E3779B9u
@@ -94,6 +100,45 @@ float bp_rng_uniform(bp_rng *rng)
 float bp_rng_symmetric(bp_rng *rng, float limit)
 {
     return limit * (2.0f * bp_rng_uniform(rng) - 1.0f);
+}
+
+/* Uniform in [0, 1) with 53 random bits. */
+static double bp_rng_uniform53(bp_rng *rng)
+{
+    return (double)(bp_rng_u64(rng) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/*
+ * ln(s) for s in (0, 1], from frexp (exact) and the series
+ * ln(m) = 2 atanh(t), t = (m - 1) / (m + 1), with m in [sqrt(1/2),
+ * sqrt(2)) so that t^2 <= 0.0295: twelve terms reach double precision.
+ */
+static double bp_log_unit(double s)
+{
+    int e;
+    double m = frexp(s, &e);
+
+    if (m < 0.70710678118654752) {
+        m *= 2.0;
+        e -= 1;
+    }
+
+    double t = (m - 1.0) / (m + 1.0), t2 = t * t, sum = 1.0 / 25.0;
+    for (int k = 11; k >= 0; k--)
+        sum = sum * t2 + 1.0 / (double)(2 * k + 1);
+    return 2.0 * t * sum + (double)e * 0.69314718055994531;
+}
+
+float bp_rng_normal(bp_rng *rng)
+{
+    double u, v, s;
+
+    do {
+        u = 2.0 * bp_rng_uniform53(rng) - 1.0;
+        v = 2.0 * bp_rng_uniform53(rng) - 1.0;
+        s = u * u + v * v;
+    } while (s >= 1.0 || s == 0.0);
+    return (float)(u * sqrt(-2.0 * bp_log_unit(s) / s));
 }
 
 uint64_t bp_rng_below_or_equal(bp_rng *rng, uint64_t bound)

@@ -39,6 +39,14 @@ float bp_rng_uniform(bp_rng *rng);
 /* Uniform in [-limit, limit). */
 float bp_rng_symmetric(bp_rng *rng, float limit);
 
+/*
+ * Standard normal (mean 0, variance 1), by the polar form of the
+ * Box-Muller transform on pairs of 53-bit uniforms. Only IEEE
+ * arithmetic and sqrt are used (no libm log), so every platform draws
+ * the same values.
+ */
+float bp_rng_normal(bp_rng *rng);
+
 /* Uniform integer in [0, bound], without modulo bias. */
 uint64_t bp_rng_below_or_equal(bp_rng *rng, uint64_t bound);
 

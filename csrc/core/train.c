@@ -12,15 +12,22 @@
  *   contiguous buffer; without shuffling it reads the caller's rows in
  *   place. The order depends only on (seed, epoch).
  * - Biases are exempt from the L2 penalty.
+ * - An optional hook runs after each batch, so a caller can watch an
+ *   epoch or end it early (batch callbacks, Ctrl-C) while the epoch
+ *   stays one call. The check for a non-finite loss costs nothing per
+ *   batch; only after one are the kept layer outputs scanned to name the
+ *   first layer that went bad.
  */
 #include "core/net.h"
 
 #include "core/check.h"
 #include "core/memory.h"
 #include "core/rng.h"
+#include "kernels/loss.h"
 #include "kernels/sgd.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 /* Grows one buffer to `count` elements of `size` bytes; keeps it if big. */
@@ -61,7 +68,11 @@ static bp_status bp_train_reserve(const char *fn, bp_net *net, int64_t batch)
                      batch * net->n_inputs, sizeof(float)) &&
              bp_grow((void **)&t->y, old * n_out, batch * n_out,
                      sizeof(float)) &&
-             bp_grow((void **)&t->labels, old, batch, sizeof(int32_t));
+             bp_grow((void **)&t->labels, old, batch, sizeof(int32_t)) &&
+             bp_grow((void **)&t->weights, old, batch, sizeof(float));
+    if (ok && bp_net_keeps_pre(net))
+        ok = bp_grow((void **)&t->pre, old * net->sum_units,
+                     batch * net->sum_units, sizeof(float));
     if (!ok) {
         /* Some buffers grew and some did not; forget the size they share. */
         bp_train_buffers_free(t);
@@ -74,68 +85,88 @@ static bp_status bp_train_reserve(const char *fn, bp_net *net, int64_t batch)
 }
 
 /*
+ * Layer l's block of the kept pre-activations, or NULL when its
+ * activation's derivative does not need them.
+ */
+static float *bp_pre_block(const bp_net *net, int l, int64_t at)
+{
+    if (!bp_activation_needs_input(bp_net_layer_act(net, l)))
+        return NULL;
+    return net->train.pre + at;
+}
+
+/*
  * Forward and backward pass with trusted arguments; gradients land in
  * net->grads.
  *   x  B x I (IN)    y  B x O or labels  B (IN)    loss  (OUT)
+ *   weights  B  sample weights (IN; NULL for all 1)
  */
-static bp_status bp_net_backprop(bp_net *net, const float *x, const float *y,
-                                 const int32_t *labels, int64_t batch,
-                                 double *loss)
+static bp_status bp_net_backprop_weighted(bp_net *net, const float *x,
+                                          const float *y,
+                                          const int32_t *labels,
+                                          const float *weights,
+                                          int64_t batch, double *loss)
 {
     bp_train_buffers *t = &net->train;
     int last = net->n_layers - 1;
     const float *in = x;
-    float *out = t->acts;
+    int64_t at = 0;
 
     for (int l = 0; l <= last; l++) {
         int64_t n_in = bp_net_layer_inputs(net, l);
         int64_t n_out = net->layers[l].units;
 
-        BP_TRY(bp_dense_forward(out, in, net->params + net->w_offset[l],
-                                net->params + net->b_offset[l],
-                                bp_net_layer_act(net, l), batch, n_in,
-                                n_out));
-        in = out;
-        out += batch * n_out;
+        BP_TRY(bp_dense_forward_ex(t->acts + at, bp_pre_block(net, l, at),
+                                   in, net->params + net->w_offset[l],
+                                   bp_net_layer_bias(net, net->params, l),
+                                   bp_net_layer_act(net, l),
+                                   bp_net_layer_param(net, l), batch, n_in,
+                                   n_out));
+        in = t->acts + at;
+        at += batch * n_out;
     }
 
     /* `in` now holds the last layer's output: logits with a fused loss. */
     float *dy = t->delta[0];
-    BP_TRY(bp_net_loss_of(net, loss, dy, in, y, labels, batch));
+    BP_TRY(bp_net_loss_weighted(net, loss, dy, in, y, labels, weights,
+                                batch));
     if (!isfinite(*loss))
         return BP_STATUS_NOT_FINITE;
 
     for (int l = last; l >= 0; l--) {
         int64_t n_in = bp_net_layer_inputs(net, l);
         int64_t n_out = net->layers[l].units;
-        float *y_l = out - batch * n_out;
+        float *y_l = t->acts + (at -= batch * n_out);
         const float *x_l = l > 0 ? y_l - batch * n_in : x;
         float *dx = l > 0 ? t->delta[(last - l + 1) % 2] : NULL;
 
         /* dz overwrites dy: the activation backward may run in place. */
-        BP_TRY(bp_dense_backward(dx, net->grads + net->w_offset[l],
-                                 net->grads + net->b_offset[l], dy, dy, x_l,
-                                 net->params + net->w_offset[l], y_l,
-                                 bp_net_layer_act(net, l), batch, n_in,
-                                 n_out));
-        out = y_l;
+        BP_TRY(bp_dense_backward_ex(dx, net->grads + net->w_offset[l],
+                                    bp_net_layer_bias(net, net->grads, l), dy,
+                                    dy, x_l, net->params + net->w_offset[l],
+                                    y_l, bp_pre_block(net, l, at),
+                                    bp_net_layer_act(net, l),
+                                    bp_net_layer_param(net, l), batch, n_in,
+                                    n_out));
         dy = dx;
     }
     return BP_STATUS_OK;
 }
 
+static bp_status bp_net_backprop(bp_net *net, const float *x, const float *y,
+                                 const int32_t *labels, int64_t batch,
+                                 double *loss)
+{
+    return bp_net_backprop_weighted(net, x, y, labels, NULL, batch, loss);
+}
+
 /* One SGD step on every layer, biases without the L2 penalty. */
 static void bp_net_step(bp_net *net, const bp_sgd_config *sgd)
 {
-    for (int l = 0; l < net->n_layers; l++) {
-        int64_t w = net->w_offset[l], b = net->b_offset[l];
-        int64_t n_out = net->layers[l].units;
+    bp_optimizer opt = bp_sgd_optimizer(sgd);
 
-        bp_sgd_step(net->params + w, net->velocity + w, net->grads + w, sgd,
-                    sgd->l2, b - w);
-        bp_sgd_step(net->params + b, net->velocity + b, net->grads + b, sgd,
-                    0.0f, n_out);
-    }
+    /* SGD keeps no second slab, so nothing needs preparing. */
+    bp_net_update(net, &opt, NULL);
 }
 
 /* Checks what bp_net_gradient and bp_net_train_batch share. */
@@ -154,13 +185,58 @@ static bp_status bp_batch_check(const char *fn, bp_net *net, const float *x,
     return bp_train_reserve(fn, net, batch);
 }
 
-/* Names a non-finite loss for the caller. */
-static bp_status bp_not_finite(const char *fn, double loss, int64_t row)
+/* Nonzero when all n values are finite. */
+static int bp_all_finite(const float *v, int64_t n)
 {
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return 0;
+    return 1;
+}
+
+/*
+ * The first layer whose output, as the forward pass of a batch of
+ * `batch` rows left it in the training buffers, holds NaN or infinity;
+ * -1 when none does.
+ */
+static int bp_first_bad_layer(const bp_net *net, int64_t batch)
+{
+    const float *out = net->train.acts;
+
+    for (int l = 0; l < net->n_layers; l++) {
+        int64_t count = batch * net->layers[l].units;
+
+        if (!bp_all_finite(out, count))
+            return l;
+        out += count;
+    }
+    return -1;
+}
+
+/*
+ * Names a non-finite loss for the caller: `what` says which batch, and
+ * the message adds the first layer whose output went bad (-1: none).
+ */
+static bp_status bp_not_finite(const char *fn, const bp_net *net,
+                               const char *what, double loss, int layer)
+{
+    char where[160] = "";
+
+    if (layer >= 0) {
+        int64_t n_out = net->layers[layer].units;
+        int64_t n_w = bp_net_layer_inputs(net, layer) * n_out;
+        int bad = !bp_all_finite(net->params + net->w_offset[layer], n_w) ||
+                  !bp_all_finite(net->params + net->b_offset[layer], n_out);
+
+        snprintf(where, sizeof where,
+                 "; layer %d of %d is the first whose output is NaN or "
+                 "infinite%s", layer + 1, net->n_layers,
+                 bad ? " (its parameters are too)" : "");
+    }
     return bp_fail(BP_STATUS_NOT_FINITE,
-                   "%s: the loss of the batch starting at row %lld is %g; "
-                   "training diverged (lower the learning rate or scale "
-                   "the inputs)", fn, (long long)row, loss);
+                   "%s: the loss of %s is %g%s; training diverged (lower "
+                   "the learning rate or scale the inputs)", fn, what, loss,
+                   where);
 }
 
 bp_status bp_net_gradient(bp_net *net, const float *x, const float *y,
@@ -172,10 +248,24 @@ bp_status bp_net_gradient(bp_net *net, const float *x, const float *y,
     BP_TRY(bp_batch_check(fn, net, x, y, labels, batch));
     bp_status st = bp_net_backprop(net, x, y, labels, batch, &value);
     if (st == BP_STATUS_NOT_FINITE)
-        st = bp_not_finite(fn, value, 0);
+        st = bp_not_finite(fn, net, "the batch", value,
+                           bp_first_bad_layer(net, batch));
     if (loss != NULL)
         *loss = value;
     return st;
+}
+
+const float *bp_net_layer_output(const bp_net *net, int i, int64_t rows)
+{
+    if (net == NULL || i < 0 || i >= net->n_layers || rows < 1 ||
+        rows > net->train.batch)
+        return NULL;
+
+    const float *out = net->train.acts;
+
+    for (int l = 0; l < i; l++)
+        out += rows * net->layers[l].units;
+    return out;
 }
 
 bp_status bp_net_train_batch(bp_net *net, const bp_sgd_config *sgd,
@@ -192,9 +282,31 @@ bp_status bp_net_train_batch(bp_net *net, const bp_sgd_config *sgd,
     if (loss != NULL)
         *loss = value;
     if (st == BP_STATUS_NOT_FINITE)
-        return bp_not_finite(fn, value, 0);
+        return bp_not_finite(fn, net, "the batch", value,
+                             bp_first_bad_layer(net, batch));
     BP_TRY(st);
     bp_net_step(net, sgd);
+    return BP_STATUS_OK;
+}
+
+bp_status bp_net_train_batch_opt(bp_net *net, const bp_optimizer *opt,
+                                 const bp_schedule *sched, const float *x,
+                                 const float *y, const int32_t *labels,
+                                 int64_t batch, double *loss)
+{
+    static const char fn[] = "bp_net_train_batch_opt";
+    double value = 0.0;
+
+    BP_TRY(bp_batch_check(fn, net, x, y, labels, batch));
+    BP_TRY(bp_net_prepare_update(fn, net, opt, sched));
+    bp_status st = bp_net_backprop(net, x, y, labels, batch, &value);
+    if (loss != NULL)
+        *loss = value;
+    if (st == BP_STATUS_NOT_FINITE)
+        return bp_not_finite(fn, net, "the batch", value,
+                             bp_first_bad_layer(net, batch));
+    BP_TRY(st);
+    bp_net_update(net, opt, sched);
     return BP_STATUS_OK;
 }
 
@@ -225,9 +337,13 @@ static bp_status bp_order_reserve(const char *fn, bp_net *net, int64_t n)
     return BP_STATUS_OK;
 }
 
-/* Copies the rows order[0..rows) of x and the targets into the buffers. */
+/*
+ * Copies the rows order[0..rows) of x, the targets and the sample
+ * weights (if any) into the buffers.
+ */
 static void bp_gather(bp_net *net, const int64_t *order, int64_t rows,
-                      const float *x, const float *y, const int32_t *labels)
+                      const float *x, const float *y, const int32_t *labels,
+                      const float *weights)
 {
     bp_train_buffers *t = &net->train;
     int64_t n_in = net->n_inputs, n_out = bp_net_n_outputs(net);
@@ -242,6 +358,8 @@ static void bp_gather(bp_net *net, const int64_t *order, int64_t rows,
             t->labels[r] = labels[i];
         else
             memcpy(t->y + r * n_out, y + i * n_out, out_bytes);
+        if (weights != NULL)
+            t->weights[r] = weights[i];
     }
 }
 
@@ -261,16 +379,33 @@ bp_status bp_shuffle_order(int64_t *order, int64_t n, uint64_t seed,
     return BP_STATUS_OK;
 }
 
-bp_status bp_net_train_epoch(bp_net *net, const bp_sgd_config *sgd,
-                             const float *x, const float *y,
-                             const int32_t *labels, int64_t n,
-                             int64_t batch_size, int shuffle, uint64_t seed,
-                             uint64_t epoch, double *mean_loss)
+/*
+ * The epoch of bp_net_train_epoch_opt, reporting errors as `fn`. The
+ * report is filled in as batches complete, so it is right however the
+ * epoch ends. The SGD calls pass `sgd`, checked here as before, and
+ * opt == NULL.
+ */
+static bp_status bp_train_epoch(const char *fn, bp_net *net,
+                                const bp_sgd_config *sgd,
+                                const bp_optimizer *opt,
+                                const bp_schedule *sched, const float *x,
+                                const float *y, const int32_t *labels,
+                                const float *weights, int64_t n,
+                                int64_t batch_size, int shuffle,
+                                uint64_t seed, uint64_t epoch,
+                                bp_batch_hook hook, void *user,
+                                bp_epoch_report *report)
 {
-    static const char fn[] = "bp_net_train_epoch";
+    bp_optimizer from_sgd;
 
+    *report = (bp_epoch_report){0.0, 0, 0, 0, -1};
     BP_REQUIRE_PTR(fn, net);
-    BP_TRY(bp_sgd_check(fn, sgd));
+    if (opt == NULL) {
+        BP_TRY(bp_sgd_check(fn, sgd));
+        from_sgd = bp_sgd_optimizer(sgd);
+        opt = &from_sgd;
+    }
+    BP_TRY(bp_net_prepare_update(fn, net, opt, sched));
     if (n < 1)
         return bp_fail(BP_STATUS_INVALID_ARGUMENT,
                        "%s: argument 'n' is %lld; it must be >= 1", fn,
@@ -281,11 +416,13 @@ bp_status bp_net_train_epoch(bp_net *net, const bp_sgd_config *sgd,
                        fn, (long long)batch_size);
     BP_TRY(bp_check_shape(fn, "n", n, "inputs", net->n_inputs));
     BP_REQUIRE_PTR(fn, x);
-    if (net->loss == BP_LOSS_CROSS_ENTROPY)
-        y = NULL;
-    else
+    /* Cross-entropy takes labels, or probabilities in y without them. */
+    if (net->loss != BP_LOSS_CROSS_ENTROPY)
         labels = NULL;
+    else if (labels != NULL)
+        y = NULL;
     BP_TRY(bp_net_check_targets(fn, net, y, labels, n));
+    BP_TRY(bp_weights_check(fn, weights, n));
     if (batch_size > n)
         batch_size = n;
     BP_TRY(bp_train_reserve(fn, net, batch_size));
@@ -294,6 +431,7 @@ bp_status bp_net_train_epoch(bp_net *net, const bp_sgd_config *sgd,
 
     int64_t *order = net->train.order;
     int64_t n_out = bp_net_n_outputs(net);
+    int64_t n_batches = (n + batch_size - 1) / batch_size;
     double total = 0.0;
 
     if (shuffle) {
@@ -301,30 +439,154 @@ bp_status bp_net_train_epoch(bp_net *net, const bp_sgd_config *sgd,
             order[i] = i;
         bp_rng_shuffle(order, n, seed, epoch);
     }
-    for (int64_t start = 0; start < n; start += batch_size) {
+    for (int64_t b = 0; b < n_batches; b++) {
+        int64_t start = b * batch_size;
         int64_t rows = n - start < batch_size ? n - start : batch_size;
         const float *bx = x + start * net->n_inputs;
         const float *by = y != NULL ? y + start * n_out : NULL;
         const int32_t *bl = labels != NULL ? labels + start : NULL;
+        const float *bw = weights != NULL ? weights + start : NULL;
         double loss = 0.0;
 
         if (shuffle) {
-            bp_gather(net, order + start, rows, x, y, labels);
+            bp_gather(net, order + start, rows, x, y, labels, weights);
             bx = net->train.x;
             by = y != NULL ? net->train.y : NULL;
             bl = labels != NULL ? net->train.labels : NULL;
+            bw = weights != NULL ? net->train.weights : NULL;
         }
-        bp_status st = bp_net_backprop(net, bx, by, bl, rows, &loss);
+        bp_status st = bp_net_backprop_weighted(net, bx, by, bl, bw, rows,
+                                                &loss);
         if (st == BP_STATUS_NOT_FINITE) {
-            if (mean_loss != NULL)
-                *mean_loss = loss;
-            return bp_not_finite(fn, loss, start);
+            char what[128];
+
+            report->mean_loss = loss;
+            report->bad_layer = bp_first_bad_layer(net, rows);
+            snprintf(what, sizeof what,
+                     "batch %lld of %lld (rows %lld to %lld of the epoch's "
+                     "order)", (long long)b + 1, (long long)n_batches,
+                     (long long)start, (long long)(start + rows - 1));
+            return bp_not_finite(fn, net, what, loss, report->bad_layer);
         }
         BP_TRY(st);
-        bp_net_step(net, sgd);
+        bp_net_update(net, opt, sched);
         total += loss * (double)rows;
+        report->batches = b + 1;
+        report->rows = start + rows;
+        report->mean_loss = total / (double)report->rows;
+
+        /* The last layer's output is the last block of the activations. */
+        if (hook != NULL) {
+            const bp_batch_info info = {
+                b, start, rows, loss,
+                net->train.acts + rows * (net->sum_units - n_out), by, bl};
+
+            if (hook(user, &info)) {
+                report->stopped = b + 1 < n_batches;
+                break;
+            }
+        }
     }
-    if (mean_loss != NULL)
-        *mean_loss = total / (double)n;
     return BP_STATUS_OK;
+}
+
+bp_status bp_net_train_epoch_ex(bp_net *net, const bp_sgd_config *sgd,
+                                const float *x, const float *y,
+                                const int32_t *labels, int64_t n,
+                                int64_t batch_size, int shuffle,
+                                uint64_t seed, uint64_t epoch,
+                                bp_batch_hook hook, void *user,
+                                bp_epoch_report *report)
+{
+    bp_epoch_report ignored;
+
+    return bp_train_epoch("bp_net_train_epoch_ex", net, sgd, NULL, NULL, x,
+                          y, labels, NULL, n, batch_size, shuffle, seed,
+                          epoch, hook, user,
+                          report != NULL ? report : &ignored);
+}
+
+bp_status bp_net_train_epoch_opt(bp_net *net, const bp_optimizer *opt,
+                                 const bp_schedule *sched, const float *x,
+                                 const float *y, const int32_t *labels,
+                                 int64_t n, int64_t batch_size, int shuffle,
+                                 uint64_t seed, uint64_t epoch,
+                                 bp_batch_hook hook, void *user,
+                                 bp_epoch_report *report)
+{
+    static const char fn[] = "bp_net_train_epoch_opt";
+    bp_epoch_report ignored;
+
+    if (report == NULL)
+        report = &ignored;
+    if (opt == NULL) {
+        *report = (bp_epoch_report){0.0, 0, 0, 0, -1};
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "%s: argument 'opt' is NULL", fn);
+    }
+    return bp_train_epoch(fn, net, NULL, opt, sched, x, y, labels, NULL, n,
+                          batch_size, shuffle, seed, epoch, hook, user,
+                          report);
+}
+
+bp_status bp_net_train_epoch(bp_net *net, const bp_sgd_config *sgd,
+                             const float *x, const float *y,
+                             const int32_t *labels, int64_t n,
+                             int64_t batch_size, int shuffle, uint64_t seed,
+                             uint64_t epoch, double *mean_loss)
+{
+    bp_epoch_report report;
+    bp_status st = bp_train_epoch("bp_net_train_epoch", net, sgd, NULL,
+                                  NULL, x, y, labels, NULL, n, batch_size,
+                                  shuffle, seed, epoch, NULL, NULL, &report);
+
+    if (mean_loss != NULL &&
+        (st == BP_STATUS_OK || st == BP_STATUS_NOT_FINITE))
+        *mean_loss = report.mean_loss;
+    return st;
+}
+
+bp_status bp_net_train_epoch_weighted(bp_net *net, const bp_optimizer *opt,
+                                      const bp_schedule *sched,
+                                      const float *x, const float *y,
+                                      const int32_t *labels,
+                                      const float *weights, int64_t n,
+                                      int64_t batch_size, int shuffle,
+                                      uint64_t seed, uint64_t epoch,
+                                      bp_batch_hook hook, void *user,
+                                      bp_epoch_report *report)
+{
+    static const char fn[] = "bp_net_train_epoch_weighted";
+    bp_epoch_report ignored;
+
+    if (report == NULL)
+        report = &ignored;
+    if (opt == NULL) {
+        *report = (bp_epoch_report){0.0, 0, 0, 0, -1};
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "%s: argument 'opt' is NULL", fn);
+    }
+    return bp_train_epoch(fn, net, NULL, opt, sched, x, y, labels, weights,
+                          n, batch_size, shuffle, seed, epoch, hook, user,
+                          report);
+}
+
+bp_status bp_net_gradient_weighted(bp_net *net, const float *x,
+                                   const float *y, const int32_t *labels,
+                                   const float *weights, int64_t batch,
+                                   double *loss)
+{
+    static const char fn[] = "bp_net_gradient_weighted";
+    double value = 0.0;
+
+    BP_TRY(bp_batch_check(fn, net, x, y, labels, batch));
+    BP_TRY(bp_weights_check(fn, weights, batch));
+    bp_status st = bp_net_backprop_weighted(net, x, y, labels, weights,
+                                            batch, &value);
+    if (st == BP_STATUS_NOT_FINITE)
+        st = bp_not_finite(fn, net, "the batch", value,
+                           bp_first_bad_layer(net, batch));
+    if (loss != NULL)
+        *loss = value;
+    return st;
 }

@@ -3,17 +3,19 @@
  *
  * The library has two tiers.
  *
- * Kernels (bp_sgemm, bp_dense_*, bp_activation_*, bp_loss_*, bp_sgd_*)
- * work on buffers the caller owns, with explicit sizes. They keep no
- * state between calls and are safe to call from any thread. Matrices are
- * row-major. Buffer shapes are given in named dimensions:
+ * Kernels (bp_sgemm, bp_dense_*, bp_activation_*, bp_loss_*, bp_sgd_*,
+ * bp_optimizer_*, bp_schedule_*) work on buffers the caller owns, with
+ * explicit sizes. They keep no state between calls and are safe to call
+ * from any thread. Matrices are row-major. Buffer shapes are given in
+ * named dimensions:
  *   B  rows in a batch          I  inputs of a layer
  *   O  outputs of a layer       K  classes
  *
  * Objects live behind opaque handles with create/free pairs:
  *
- *   bp_layer_spec layers[] = {{64, BP_ACTIVATION_RELU},
- *                             {10, BP_ACTIVATION_IDENTITY}};
+ *   bp_layer_spec layers[] = {
+ *       {.units = 64, .activation = BP_ACTIVATION_RELU},
+ *       {.units = 10, .activation = BP_ACTIVATION_IDENTITY}};
  *   bp_net *net;
  *   bp_net_create(&net, 64, layers, 2, BP_LOSS_CROSS_ENTROPY);
  *   bp_net_init(net, BP_INIT_AUTO, seed);
@@ -178,16 +180,43 @@ BP_API bp_status bp_sgemm(float *c, int64_t ldc, const float *a, int64_t lda,
  * Kernels: activations
  * ------------------------------------------------------------------- */
 
+/*
+ * Activations. Two take a parameter (see bp_activation_forward_ex):
+ * leaky_relu its slope for x < 0, elu its alpha. The per-row ones,
+ * softmax and log_softmax, are for output layers only.
+ */
 typedef enum bp_activation {
     BP_ACTIVATION_IDENTITY = 0,
     BP_ACTIVATION_RELU = 1,
     BP_ACTIVATION_SIGMOID = 2,
     BP_ACTIVATION_TANH = 3,
-    BP_ACTIVATION_SOFTMAX = 4 /* over each row; output layers only */
+    BP_ACTIVATION_SOFTMAX = 4,     /* over each row; output layers only */
+    BP_ACTIVATION_LEAKY_RELU = 5,  /* x, or slope * x for x < 0 */
+    BP_ACTIVATION_ELU = 6,         /* x, or alpha * (e^x - 1) for x < 0 */
+    BP_ACTIVATION_GELU = 7,        /* x * Phi(x), Phi the normal CDF (erf) */
+    BP_ACTIVATION_GELU_TANH = 8,   /* GELU's tanh approximation */
+    BP_ACTIVATION_SILU = 9,        /* x * sigmoid(x) */
+    BP_ACTIVATION_SOFTPLUS = 10,   /* log(1 + e^x) */
+    BP_ACTIVATION_LOG_SOFTMAX = 11 /* log of softmax, per row; output only */
 } bp_activation;
 
 /* A static name for an activation ("relu", ...), or NULL if unknown. */
 BP_API const char *bp_activation_name(bp_activation act);
+
+/*
+ * Nonzero when act's derivative needs its input x and not only its output
+ * y: elu, gelu, gelu_tanh, silu and softplus. Their backward passes take
+ * the pre-activation (bp_activation_backward_ex, bp_dense_backward_ex),
+ * which the training loop keeps for these layers only.
+ */
+BP_API int bp_activation_needs_input(bp_activation act);
+
+/*
+ * The parameter act uses when given `param`: 0 selects the default
+ * (slope 0.01 for leaky_relu, alpha 1 for elu), activations without a
+ * parameter give 0. NaN when `param` is invalid (not finite, or < 0).
+ */
+BP_API float bp_activation_param(bp_activation act, float param);
 
 /*
  * y = act(x), element-wise or, for softmax, per row.
@@ -202,11 +231,39 @@ BP_API bp_status bp_activation_forward(float *y, const float *x,
  *   dx B x O  (OUT; may alias dy)    dy B x O  (IN)
  *   y  B x O  forward output (IN)
  * For softmax this is the full Jacobian product per row:
- * dx = y * (dy - sum(dy * y)).
+ * dx = y * (dy - sum(dy * y)). Activations with a parameter use its
+ * default; those that need their input (bp_activation_needs_input) fail
+ * here: use bp_activation_backward_ex.
  */
 BP_API bp_status bp_activation_backward(float *dx, const float *dy,
                                         const float *y, bp_activation act,
                                         int64_t rows, int64_t cols);
+
+/*
+ * bp_activation_forward with the activation's parameter (the slope of
+ * leaky_relu, the alpha of elu; 0 selects the default, see
+ * bp_activation_param; ignored by the others).
+ *   y  B x O  (OUT; may alias x)     x  B x O  (IN)
+ * Finite for every finite x: no exponential is taken of a positive
+ * argument that could overflow.
+ */
+BP_API bp_status bp_activation_forward_ex(float *y, const float *x,
+                                          bp_activation act, float param,
+                                          int64_t rows, int64_t cols);
+
+/*
+ * dx = dy * act'(x) from the forward output y and, for activations that
+ * need it, the input x.
+ *   dx B x O  (OUT; may alias dy)    dy B x O  (IN)
+ *   y  B x O  forward output (IN)
+ *   x  B x O  forward input (IN; may be NULL unless
+ *             bp_activation_needs_input(act))
+ * For log_softmax, per row: dx = dy - exp(y) * sum(dy).
+ */
+BP_API bp_status bp_activation_backward_ex(float *dx, const float *dy,
+                                           const float *y, const float *x,
+                                           bp_activation act, float param,
+                                           int64_t rows, int64_t cols);
 
 /* ---------------------------------------------------------------------
  * Kernels: dense layer
@@ -239,14 +296,47 @@ BP_API bp_status bp_dense_backward(float *dx, float *dw, float *db, float *dz,
                                    bp_activation act, int64_t batch,
                                    int64_t n_in, int64_t n_out);
 
+/*
+ * bp_dense_forward with the activation's parameter (as in
+ * bp_activation_forward_ex), also writing the pre-activation when asked.
+ *   y  B x O  (OUT)       z  B x O  x @ w + b  (OUT; NULL to skip)
+ *   x  B x I  (IN)        w  I x O  (IN)
+ *   b  O, or NULL for no bias  (IN)
+ * With z, the bias lands in z in the GEMM's epilogue and the activation
+ * is a second pass from z to y.
+ */
+BP_API bp_status bp_dense_forward_ex(float *y, float *z, const float *x,
+                                     const float *w, const float *b,
+                                     bp_activation act, float param,
+                                     int64_t batch, int64_t n_in,
+                                     int64_t n_out);
+
+/*
+ * bp_dense_backward with the activation's parameter and, for
+ * activations that need it (bp_activation_needs_input), the
+ * pre-activation z that bp_dense_forward_ex wrote.
+ *   z  B x O  (IN; may be NULL unless the activation needs it)
+ * The other buffers are as in bp_dense_backward.
+ */
+BP_API bp_status bp_dense_backward_ex(float *dx, float *dw, float *db,
+                                      float *dz, const float *dy,
+                                      const float *x, const float *w,
+                                      const float *y, const float *z,
+                                      bp_activation act, float param,
+                                      int64_t batch, int64_t n_in,
+                                      int64_t n_out);
+
 /* ---------------------------------------------------------------------
  * Kernels: losses
  * ------------------------------------------------------------------- */
 
 typedef enum bp_loss {
-    BP_LOSS_MSE = 0,                 /* mean squared error */
-    BP_LOSS_CROSS_ENTROPY = 1,       /* softmax + cross-entropy, labels */
-    BP_LOSS_BINARY_CROSS_ENTROPY = 2 /* sigmoid + cross-entropy, 0/1 */
+    BP_LOSS_MSE = 0,                  /* mean squared error */
+    BP_LOSS_CROSS_ENTROPY = 1,        /* softmax + cross-entropy */
+    BP_LOSS_BINARY_CROSS_ENTROPY = 2, /* sigmoid + cross-entropy, 0/1 */
+    BP_LOSS_MAE = 3,                  /* mean absolute error */
+    BP_LOSS_HUBER = 4,                /* squared near 0, absolute beyond */
+    BP_LOSS_POISSON = 5               /* Poisson, from the log of the rate */
 } bp_loss;
 
 /* A static name for a loss ("mse", ...), or NULL if unknown. */
@@ -288,6 +378,58 @@ BP_API bp_status bp_loss_binary_cross_entropy(double *loss, float *grad,
                                               const float *target,
                                               int64_t rows, int64_t cols);
 
+/*
+ * A loss and its options. A zeroed struct with only `kind` set is the
+ * plain loss: every 0 below selects the default.
+ */
+typedef struct bp_loss_config {
+    bp_loss kind;
+    float delta;           /* huber: where squared turns absolute, > 0;
+                              0 selects 1 */
+    float label_smoothing; /* cross-entropy: in [0, 1); 0 for none */
+    float pos_weight;      /* binary cross-entropy: weight of the positive
+                              term, > 0; 0 selects 1 */
+    const float *class_weights; /* cross-entropy: K weights, finite and
+                                   >= 0, owned by the caller; NULL for
+                                   all 1 */
+} bp_loss_config;
+
+/*
+ * Any loss with its options and optional per-sample weights. Per
+ * element, with d = pred - target, z = pred and t = target:
+ *   mse      d^2
+ *   mae      |d|
+ *   huber    d^2 / 2 for |d| <= delta, else delta * (|d| - delta / 2)
+ *   poisson  e^z - t z  (z the log of the rate; log(t!) is left out)
+ *   binary cross-entropy (logits, sigmoid fused)
+ *            pos_weight * t * softplus(-z) + (1 - t) * softplus(z)
+ * and per row, for cross-entropy from logits (softmax fused):
+ *   sum_k c_k q_k (logsumexp(z) - z_k)
+ * where c are the class weights and q = (1 - s) p + s / K the target
+ * distribution p (one-hot of the label, or the row of `target`)
+ * smoothed by s = label_smoothing.
+ * Row i's loss is multiplied by weights[i]. The mean divides by the
+ * number of rows (cross-entropy) or of elements (the others), never by
+ * the sum of the weights, so batch losses times their rows add up to
+ * the loss of the whole set.
+ *   loss     scalar (OUT; NULL to skip)
+ *   grad     B x O  d loss / d pred  (OUT; NULL to skip)
+ *   pred     B x O  values, logits or log-rates  (IN)
+ *   target   B x O  values; for binary cross-entropy in [0, 1]; for
+ *            poisson counts >= 0; for cross-entropy probabilities with
+ *            rows summing to 1, read only when labels is NULL  (IN)
+ *   labels   B  class indices in [0, O), cross-entropy only
+ *            (IN; NULL to use target)
+ *   weights  B  per-sample weights, finite and >= 0 (IN; NULL for 1)
+ * Sums are accumulated in double. Fails on options that are out of
+ * range, naming the field.
+ */
+BP_API bp_status bp_loss_compute(double *loss, float *grad, const float *pred,
+                                 const float *target, const int32_t *labels,
+                                 const float *weights,
+                                 const bp_loss_config *cfg, int64_t rows,
+                                 int64_t cols);
+
 /* ---------------------------------------------------------------------
  * Kernels: optimizer
  * ------------------------------------------------------------------- */
@@ -315,21 +457,186 @@ typedef struct bp_sgd_config {
 BP_API bp_status bp_sgd_update(float *w, float *velocity, const float *grad,
                                const bp_sgd_config *cfg, float l2, int64_t n);
 
+/* The update rules of bp_optimizer. */
+typedef enum bp_optimizer_kind {
+    BP_OPTIMIZER_SGD = 0,     /* as bp_sgd_config, with weight_decay as l2 */
+    BP_OPTIMIZER_ADAM = 1,    /* Adam, L2 penalty added to the gradient */
+    BP_OPTIMIZER_ADAMW = 2,   /* Adam with decoupled weight decay */
+    BP_OPTIMIZER_RMSPROP = 3, /* RMSprop, optionally with momentum */
+    BP_OPTIMIZER_ADAGRAD = 4  /* Adagrad */
+} bp_optimizer_kind;
+
+/*
+ * Settings of any optimizer; fields a kind does not use are ignored.
+ * bp_optimizer_defaults fills them in. With t the 1-based update count,
+ * lr the scheduled rate, wd = weight_decay and g the gradient after
+ * clipping (and, except for AdamW, plus wd * w):
+ *   SGD      v = momentum v + g;  w -= lr (nesterov ? g + momentum v : v)
+ *            (w -= lr g without momentum)
+ *   Adam     m = beta1 m + (1 - beta1) g;  s = beta2 s + (1 - beta2) g^2
+ *            w -= lr / (1 - beta1^t) m / (sqrt(s / (1 - beta2^t)) + eps)
+ *   AdamW    w *= 1 - lr wd, then Adam on the raw gradient
+ *   RMSprop  s = rho s + (1 - rho) g^2;  d = g / (sqrt(s) + eps)
+ *            v = momentum v + d; w -= lr v   (w -= lr d without momentum)
+ *   Adagrad  s += g^2;  w -= lr g / (sqrt(s + initial_accumulator) + eps)
+ * v and m live in the first state slab, s in the second (see
+ * bp_net_velocity and bp_net_optimizer_state).
+ */
+typedef struct bp_optimizer {
+    bp_optimizer_kind kind;
+    float lr;           /* base learning rate, finite and > 0 */
+    float momentum;     /* SGD and RMSprop, in [0, 1) */
+    int nesterov;       /* SGD: nonzero for Nesterov (needs momentum > 0) */
+    float beta1;        /* Adam(W): first-moment decay, in [0, 1) */
+    float beta2;        /* Adam(W): second-moment decay, in [0, 1) */
+    float eps;          /* Adam(W), RMSprop, Adagrad: finite and > 0 */
+    float rho;          /* RMSprop: decay of the squared average, [0, 1) */
+    float weight_decay; /* L2 penalty (decoupled for AdamW), >= 0 */
+    int decay_biases;   /* nonzero: weight decay applies to biases too */
+    float clip_norm;    /* scale gradients to this global norm; 0: off */
+    float clip_value;   /* clamp each gradient to [-v, v]; 0: off */
+    float initial_accumulator; /* Adagrad: start of s, >= 0 */
+} bp_optimizer;
+
+/*
+ * Fills *opt with the defaults of `kind`: lr 0.01 for SGD and Adagrad,
+ * 0.001 for the others; beta1 0.9, beta2 0.999, rho 0.9, eps 1e-8
+ * (Adagrad 1e-10); weight decay 0 (AdamW 0.01); no momentum, clipping
+ * or initial accumulator.
+ */
+BP_API bp_status bp_optimizer_defaults(bp_optimizer *opt,
+                                       bp_optimizer_kind kind);
+
+/* A static name for a kind ("sgd", "adam", ...), or NULL if unknown. */
+BP_API const char *bp_optimizer_name(bp_optimizer_kind kind);
+
+/*
+ * One update of n parameters by `opt` (clipping by value included, by
+ * norm not: that needs the whole gradient; see bp_net_apply_update).
+ *   w     n  (IN/OUT)
+ *   m     n  first state slab (IN/OUT; NULL when the kind and settings
+ *            use none: SGD and RMSprop without momentum, Adagrad)
+ *   s     n  second state slab (IN/OUT; NULL for SGD)
+ *   grad  n  (IN)
+ * `lr` is this update's rate (opt->lr or a schedule's value) and
+ * `weight_decay` overrides opt->weight_decay, so a caller can exempt
+ * biases. `step` is the 1-based number of this update (Adam's bias
+ * correction). State slabs start at zero.
+ */
+BP_API bp_status bp_optimizer_update(float *w, float *m, float *s,
+                                     const float *grad,
+                                     const bp_optimizer *opt, float lr,
+                                     float weight_decay, uint64_t step,
+                                     int64_t n);
+
+/* ---------------------------------------------------------------------
+ * Kernels: learning-rate schedules
+ * ------------------------------------------------------------------- */
+
+typedef enum bp_schedule_kind {
+    BP_SCHEDULE_CONSTANT = 0,    /* lr */
+    BP_SCHEDULE_STEP = 1,        /* lr gamma^floor(k / step_size) */
+    BP_SCHEDULE_EXPONENTIAL = 2, /* lr gamma^k */
+    BP_SCHEDULE_INVERSE = 3,     /* lr / (1 + gamma k)^power */
+    BP_SCHEDULE_COSINE = 4,      /* linear warm-up, then cosine decay */
+    BP_SCHEDULE_PLATEAU = 5      /* lr gamma^reductions, see below */
+} bp_schedule_kind;
+
+/*
+ * A learning-rate schedule: the rate of the update that follows `step`
+ * earlier updates, as a function of k = floor(step / interval). A zeroed
+ * struct is the constant schedule.
+ *
+ * COSINE: for k < warmup, lr (k + 1) / warmup; then, with
+ * p = (k - warmup) / (period - warmup),
+ * min_lr + (lr - min_lr) (1 + cos(pi p)) / 2; from k = period on, min_lr.
+ *
+ * PLATEAU is driven by bp_schedule_observe between epochs: once a metric
+ * to minimise has not improved on its best by more than threshold |best|
+ * for more than `patience` observations, `reductions` grows by one and
+ * `cooldown` observations are skipped. The rate is lr gamma^reductions
+ * but never below min_lr (nor above lr).
+ */
+typedef struct bp_schedule {
+    bp_schedule_kind kind;
+    int64_t interval;  /* updates per k; 0 or 1: every update */
+    int64_t step_size; /* STEP: k between decays, >= 1 */
+    float gamma;       /* STEP, EXPONENTIAL: factor in (0, 1]; PLATEAU:
+                          in (0, 1); INVERSE: rate >= 0 */
+    float power;       /* INVERSE: exponent >= 0 */
+    int64_t warmup;    /* COSINE: k of linear warm-up, >= 0 */
+    int64_t period;    /* COSINE: k of warm-up and decay, > warmup */
+    float min_lr;      /* COSINE, PLATEAU: the lowest rate, >= 0 */
+    float threshold;   /* PLATEAU: relative improvement that counts */
+    int64_t patience;  /* PLATEAU: observations without improvement */
+    int64_t cooldown;  /* PLATEAU: observations ignored after a cut */
+    /* PLATEAU's state, kept by bp_schedule_observe; zero to start. */
+    int64_t reductions;    /* cuts so far */
+    int64_t wait;          /* observations since the last improvement */
+    int64_t cooldown_left; /* observations still ignored */
+    int has_best;          /* nonzero once `best` holds a metric */
+    double best;           /* the lowest metric seen */
+} bp_schedule;
+
+/* A static name for a kind ("constant", "cosine", ...), or NULL. */
+BP_API const char *bp_schedule_name(bp_schedule_kind kind);
+
+/*
+ * The rate of the update that follows `step` earlier updates, for a
+ * base rate `lr`. Checks the schedule; sched == NULL means constant.
+ */
+BP_API bp_status bp_schedule_lr(const bp_schedule *sched, float lr,
+                                uint64_t step, float *out);
+
+/*
+ * Feeds one value of the monitored metric (lower is better) to a
+ * PLATEAU schedule, updating its state; other kinds ignore it. The
+ * metric must be finite.
+ */
+BP_API bp_status bp_schedule_observe(bp_schedule *sched, double metric);
+
 /* ---------------------------------------------------------------------
  * Networks
  * ------------------------------------------------------------------- */
 
-/* One dense layer of a network. */
+/*
+ * One dense layer of a network. The fields after `activation` were added
+ * later, and a zero in them keeps the earlier behaviour: a layer whose
+ * spec sets only units and activation has the default parameter and
+ * biases. Initialise specs with designated initializers, {.units = 64,
+ * .activation = BP_ACTIVATION_RELU}: fields may be appended again, and a
+ * positional initializer that leaves some out draws a warning
+ * (-Wmissing-field-initializers, in -Wextra).
+ */
 typedef struct bp_layer_spec {
     int64_t units;            /* outputs of the layer, >= 1 */
-    bp_activation activation; /* softmax only on the last layer */
+    bp_activation activation; /* softmax, log_softmax: last layer only */
+    float activation_param;   /* leaky_relu's slope, elu's alpha; 0 selects
+                                 the default (bp_activation_param) */
+    int no_bias;              /* nonzero: the layer has no biases */
 } bp_layer_spec;
 
+/*
+ * Weight initialisers. fan_in is a layer's inputs, fan_out its units.
+ * The uniform ones draw from [-limit, limit), the normal ones from a
+ * normal distribution with mean 0 (not truncated).
+ */
 typedef enum bp_init {
-    BP_INIT_AUTO = 0,   /* He for relu layers, Glorot for the others */
-    BP_INIT_HE = 1,     /* uniform, limit sqrt(6 / fan_in) */
-    BP_INIT_GLOROT = 2  /* uniform, limit sqrt(6 / (fan_in + fan_out)) */
+    BP_INIT_AUTO = 0,           /* He uniform for the relu family (relu,
+                                   leaky_relu, elu, gelu, silu, softplus),
+                                   Glorot uniform for the others */
+    BP_INIT_HE = 1,             /* uniform, limit sqrt(6 / fan_in) */
+    BP_INIT_GLOROT = 2,         /* uniform, limit sqrt(6 / (fan_in +
+                                   fan_out)) */
+    BP_INIT_HE_NORMAL = 3,      /* normal, std sqrt(2 / fan_in) */
+    BP_INIT_GLOROT_NORMAL = 4,  /* normal, std sqrt(2 / (fan_in +
+                                   fan_out)) */
+    BP_INIT_LECUN_UNIFORM = 5,  /* uniform, limit sqrt(3 / fan_in) */
+    BP_INIT_LECUN_NORMAL = 6    /* normal, std sqrt(1 / fan_in) */
 } bp_init;
+
+/* A static name for an initialiser ("he_normal", ...), or NULL. */
+BP_API const char *bp_init_name(bp_init init);
 
 typedef struct bp_net bp_net;
 typedef struct bp_workspace bp_workspace;
@@ -337,13 +644,24 @@ typedef struct bp_workspace bp_workspace;
 /*
  * Creates a network of dense layers. Parameters start at zero; call
  * bp_net_init. The loss is fused with the output activation: with
- * cross-entropy the last layer must be identity or softmax, with binary
- * cross-entropy identity or sigmoid, and training works on the logits.
- * On failure *out is set to NULL.
+ * cross-entropy the last layer must be identity, softmax or log_softmax,
+ * with binary cross-entropy identity or sigmoid, and training works on
+ * the logits. The other losses take any element-wise last activation
+ * (poisson reads the output as the log of the rate). On failure *out is
+ * set to NULL.
  */
 BP_API bp_status bp_net_create(bp_net **out, int64_t n_inputs,
                                const bp_layer_spec *layers, int n_layers,
                                bp_loss loss);
+
+/*
+ * bp_net_create with a loss and its options. The network keeps a copy
+ * of them, class weights included (one per output), and model files
+ * store them.
+ */
+BP_API bp_status bp_net_create_ex(bp_net **out, int64_t n_inputs,
+                                  const bp_layer_spec *layers, int n_layers,
+                                  const bp_loss_config *loss);
 
 /* Frees a network; NULL is ignored. */
 BP_API void bp_net_free(bp_net *net);
@@ -358,18 +676,36 @@ BP_API bp_status bp_net_clone(bp_net **out, const bp_net *net);
  */
 BP_API bp_status bp_net_init(bp_net *net, bp_init init, uint64_t seed);
 
+/*
+ * Re-draws layer i's weights with `init` and sets each of its biases to
+ * `bias` (if it has biases), leaving other layers and the optimizer
+ * state alone. Layer i gets the weights bp_net_init(net, init, seed)
+ * would give it: call it after bp_net_init to give layers their own
+ * initialisers.
+ */
+BP_API bp_status bp_net_init_layer(bp_net *net, int i, bp_init init,
+                                   float bias, uint64_t seed);
+
 BP_API int64_t bp_net_n_inputs(const bp_net *net);
 BP_API int64_t bp_net_n_outputs(const bp_net *net);
 BP_API int bp_net_n_layers(const bp_net *net);
 BP_API bp_loss bp_net_loss(const bp_net *net);
+
+/*
+ * The network's loss with its options. cfg->class_weights, when not
+ * NULL, points at the network's copy, valid until bp_net_free.
+ */
+BP_API bp_status bp_net_get_loss_config(const bp_net *net,
+                                        bp_loss_config *cfg);
 
 /* Layer `i`'s spec; fails on an index out of range. */
 BP_API bp_status bp_net_layer(const bp_net *net, int i, bp_layer_spec *spec);
 
 /*
  * All parameters in one slab: for each layer its weights (I x O,
- * row-major) then its biases (O). The pointer is owned by the network
- * and valid until bp_net_free; write through it to set parameters.
+ * row-major) then its biases (O; none for a layer with no_bias). The
+ * pointer is owned by the network and valid until bp_net_free; write
+ * through it to set parameters.
  */
 BP_API int64_t bp_net_n_params(const bp_net *net);
 BP_API float *bp_net_params(bp_net *net);
@@ -386,10 +722,35 @@ BP_API const float *bp_net_grads(const bp_net *net);
  */
 BP_API float *bp_net_grads_mut(bp_net *net);
 
-/* Momentum buffers, laid out like the parameters. */
+/*
+ * Momentum buffers, laid out like the parameters: the first optimizer
+ * state slab (SGD's and RMSprop's momentum, Adam's first moments).
+ */
 BP_API float *bp_net_velocity(bp_net *net);
 
-/* Offsets of layer i's weights and biases in the parameter slab. */
+/*
+ * Optimizer state slab `i`, laid out like the parameters: 0 is
+ * bp_net_velocity, 1 holds second moments (Adam), squared averages
+ * (RMSprop) or sums of squares (Adagrad). Slab 1 is allocated, zeroed,
+ * on first use: by this call when `create` is nonzero, or by the first
+ * update that needs it. *slab is NULL when slab 1 does not exist yet
+ * and `create` is 0. Owned by the network, valid until bp_net_free.
+ */
+BP_API bp_status bp_net_optimizer_state(bp_net *net, int i, int create,
+                                        float **slab);
+
+/*
+ * Updates made so far, by any of the training calls: the `step` that
+ * schedules and Adam's bias correction see. bp_net_init resets it; a
+ * caller restoring saved state may set it.
+ */
+BP_API uint64_t bp_net_optimizer_step(const bp_net *net);
+BP_API bp_status bp_net_set_optimizer_step(bp_net *net, uint64_t step);
+
+/*
+ * Offsets of layer i's weights and biases in the parameter slab;
+ * *b_offset is -1 for a layer without biases.
+ */
 BP_API bp_status bp_net_layer_offsets(const bp_net *net, int i,
                                       int64_t *w_offset, int64_t *b_offset);
 
@@ -397,14 +758,38 @@ BP_API bp_status bp_net_layer_offsets(const bp_net *net, int i,
  * Forward and backward pass on one batch, leaving gradients in the
  * gradient slab without updating parameters.
  *   x       B x I  (IN)
- *   y       B x O float targets, for mse and binary cross-entropy (IN)
+ *   y       B x O float targets, for every loss but cross-entropy with
+ *           labels (IN)
  *   labels  B class indices, for cross-entropy (IN)
  *   loss    the batch's mean loss, without the L2 term (OUT; may be NULL)
  * Pass the target argument the loss needs and NULL for the other.
+ * Cross-entropy takes labels or, when labels is NULL, probabilities in
+ * y (rows summing to 1).
  */
 BP_API bp_status bp_net_gradient(bp_net *net, const float *x, const float *y,
                                  const int32_t *labels, int64_t batch,
                                  double *loss);
+
+/*
+ * bp_net_gradient with per-sample weights, as bp_loss_compute takes them.
+ *   weights  B, finite and >= 0  (IN; NULL for all 1)
+ */
+BP_API bp_status bp_net_gradient_weighted(bp_net *net, const float *x,
+                                          const float *y,
+                                          const int32_t *labels,
+                                          const float *weights,
+                                          int64_t batch, double *loss);
+
+/*
+ * Layer i's output in the last forward pass of a training call
+ * (bp_net_gradient, a batch, or an epoch's last batch), for inspection:
+ * a rows x O_i block, the logits with a fused loss for the last layer.
+ * `rows` must be the rows of that call's batch. The block is owned by
+ * the network and valid until its next training call; NULL when i or
+ * rows is out of range.
+ */
+BP_API const float *bp_net_layer_output(const bp_net *net, int i,
+                                        int64_t rows);
 
 /* bp_net_gradient, then one SGD step. */
 BP_API bp_status bp_net_train_batch(bp_net *net, const bp_sgd_config *sgd,
@@ -435,7 +820,8 @@ BP_API bp_status bp_shuffle_order(int64_t *order, int64_t n, uint64_t seed,
  * be smaller), in an order shuffled from (seed, epoch) when shuffle is
  * nonzero. *mean_loss is the sample-weighted mean of the batch losses.
  * If a batch's loss is not finite the epoch stops before that batch's
- * update with BP_STATUS_NOT_FINITE.
+ * update with BP_STATUS_NOT_FINITE; the message names the batch and the
+ * first layer whose output was NaN or infinite.
  */
 BP_API bp_status bp_net_train_epoch(bp_net *net, const bp_sgd_config *sgd,
                                     const float *x, const float *y,
@@ -443,6 +829,100 @@ BP_API bp_status bp_net_train_epoch(bp_net *net, const bp_sgd_config *sgd,
                                     int64_t batch_size, int shuffle,
                                     uint64_t seed, uint64_t epoch,
                                     double *mean_loss);
+
+/*
+ * What bp_net_train_epoch_ex tells its hook after each batch. The
+ * pointers are owned by the network and valid only during the call.
+ */
+typedef struct bp_batch_info {
+    int64_t index;          /* the batch's number in the epoch, from 0 */
+    int64_t start;          /* its first row's position in the epoch's order */
+    int64_t rows;           /* rows in the batch */
+    double loss;            /* its mean loss, before the update */
+    const float *outputs;   /* rows x O: the last layer's output before the
+                               update (logits with a fused loss) */
+    const float *y;         /* rows x O targets, or NULL with labels */
+    const int32_t *labels;  /* rows class labels, or NULL with y */
+} bp_batch_info;
+
+/*
+ * Called after each batch's update, with the `user` pointer given to
+ * bp_net_train_epoch_ex. Returning nonzero ends the epoch there. A hook
+ * may read the network (parameters, gradients) but must not change or
+ * free it.
+ */
+typedef int (*bp_batch_hook)(void *user, const bp_batch_info *info);
+
+/* What an epoch of bp_net_train_epoch_ex did. */
+typedef struct bp_epoch_report {
+    double mean_loss;  /* sample-weighted mean loss of the batches trained;
+                          with BP_STATUS_NOT_FINITE, the failing loss */
+    int64_t batches;   /* batches whose update was applied: with
+                          BP_STATUS_NOT_FINITE, the failing batch's index */
+    int64_t rows;      /* rows in those batches */
+    int stopped;       /* nonzero when the hook ended the epoch early */
+    int bad_layer;     /* with BP_STATUS_NOT_FINITE: the first layer (from
+                          0) whose output was NaN or infinite, else -1 */
+} bp_epoch_report;
+
+/*
+ * bp_net_train_epoch with a hook called after every batch (NULL for
+ * none) that may end the epoch early, and a report of what was done
+ * (may be NULL). An epoch the hook ends returns BP_STATUS_OK with
+ * report->stopped set. The batches, and so the results, are those of
+ * bp_net_train_epoch.
+ */
+BP_API bp_status bp_net_train_epoch_ex(bp_net *net, const bp_sgd_config *sgd,
+                                       const float *x, const float *y,
+                                       const int32_t *labels, int64_t n,
+                                       int64_t batch_size, int shuffle,
+                                       uint64_t seed, uint64_t epoch,
+                                       bp_batch_hook hook, void *user,
+                                       bp_epoch_report *report);
+
+/*
+ * Training with any optimizer and a learning-rate schedule (NULL:
+ * constant). Each update takes the rate the schedule gives for
+ * bp_net_optimizer_step(net), clips the gradient as opt->clip_norm and
+ * opt->clip_value ask (the global norm is summed in a fixed order, so
+ * results do not depend on the thread count; the gradient slab itself
+ * is left as it was), applies weight decay to weights (and to biases
+ * with opt->decay_biases), updates the state slabs and counts the step.
+ * The SGD calls above are these with an SGD optimizer.
+ *
+ * bp_net_apply_update is bp_net_apply_gradients, bp_net_train_batch_opt
+ * bp_net_train_batch, and bp_net_train_epoch_opt bp_net_train_epoch_ex
+ * (hook, user and report may be NULL; the mean loss is in the report).
+ */
+BP_API bp_status bp_net_apply_update(bp_net *net, const bp_optimizer *opt,
+                                     const bp_schedule *sched);
+BP_API bp_status bp_net_train_batch_opt(bp_net *net, const bp_optimizer *opt,
+                                        const bp_schedule *sched,
+                                        const float *x, const float *y,
+                                        const int32_t *labels, int64_t batch,
+                                        double *loss);
+BP_API bp_status bp_net_train_epoch_opt(bp_net *net, const bp_optimizer *opt,
+                                        const bp_schedule *sched,
+                                        const float *x, const float *y,
+                                        const int32_t *labels, int64_t n,
+                                        int64_t batch_size, int shuffle,
+                                        uint64_t seed, uint64_t epoch,
+                                        bp_batch_hook hook, void *user,
+                                        bp_epoch_report *report);
+
+/*
+ * bp_net_train_epoch_opt with per-sample weights (as bp_loss_compute
+ * takes them), gathered with the rows of each shuffled batch; the mean
+ * loss in the report is then sum(weight * loss) / rows. With weights
+ * NULL it is bp_net_train_epoch_opt.
+ *   weights  n, finite and >= 0  (IN; NULL for all 1)
+ */
+BP_API bp_status bp_net_train_epoch_weighted(
+    bp_net *net, const bp_optimizer *opt, const bp_schedule *sched,
+    const float *x, const float *y, const int32_t *labels,
+    const float *weights, int64_t n, int64_t batch_size, int shuffle,
+    uint64_t seed, uint64_t epoch, bp_batch_hook hook, void *user,
+    bp_epoch_report *report);
 
 /*
  * Scratch for inference on up to `max_batch` rows at a time. A workspace
@@ -456,7 +936,9 @@ BP_API void bp_workspace_free(bp_workspace *ws);
 /*
  * Outputs for n rows, in chunks of the workspace's batch size.
  *   out  n x O  (OUT) the output layer's activation; with a fused loss,
- *        probabilities (softmax or sigmoid of the logits)
+ *        probabilities (softmax or sigmoid of the logits), or
+ *        log-probabilities for a log_softmax output layer; for poisson,
+ *        the rate e^z of the output z (the log of the rate)
  *   x    n x I  (IN)
  * Reads the network only; thread-safe with distinct workspaces. Fails
  * with BP_STATUS_NOT_FINITE, naming the row, if an output of the last
@@ -475,6 +957,17 @@ BP_API bp_status bp_net_evaluate(const bp_net *net, bp_workspace *ws,
                                  const float *x, const float *y,
                                  const int32_t *labels, int64_t n,
                                  double *loss);
+
+/*
+ * bp_net_evaluate with per-sample weights: sum(weight * loss) / n.
+ *   weights  n, finite and >= 0  (IN; NULL for all 1)
+ */
+BP_API bp_status bp_net_evaluate_weighted(const bp_net *net,
+                                          bp_workspace *ws, const float *x,
+                                          const float *y,
+                                          const int32_t *labels,
+                                          const float *weights, int64_t n,
+                                          double *loss);
 
 /* ---------------------------------------------------------------------
  * Model files
@@ -528,15 +1021,28 @@ BP_API bp_status bp_model_extras_create(bp_model_extras **out);
 BP_API void bp_model_extras_free(bp_model_extras *ex);
 
 /*
- * The optimizer's settings. When set, a saved file also holds the
- * network's momentum buffers (bp_net_velocity), so training resumes
- * exactly. The getter returns nonzero when the settings are present and
- * then copies them to *sgd.
+ * SGD settings. When set, a saved file also holds the network's
+ * momentum buffers (bp_net_velocity), so training resumes exactly. The
+ * getter returns nonzero when the file's optimizer is SGD and then
+ * copies its settings (weight decay as l2) to *sgd.
  */
 BP_API bp_status bp_model_extras_set_optimizer(bp_model_extras *ex,
                                                const bp_sgd_config *sgd);
 BP_API int bp_model_extras_get_optimizer(const bp_model_extras *ex,
                                          bp_sgd_config *sgd);
+
+/*
+ * Any optimizer's settings and its schedule (NULL: constant). A saved
+ * file then also holds both state slabs the kind uses and the
+ * network's step counter. bp_model_extras_get_optimizer answers only
+ * for SGD; bp_model_extras_get_opt returns nonzero when settings are
+ * present, and copies them to the pointers that are not NULL.
+ */
+BP_API bp_status bp_model_extras_set_opt(bp_model_extras *ex,
+                                         const bp_optimizer *opt,
+                                         const bp_schedule *sched);
+BP_API int bp_model_extras_get_opt(const bp_model_extras *ex,
+                                   bp_optimizer *opt, bp_schedule *sched);
 
 /*
  * Progress counters: epochs trained and SGD updates made. The getter

@@ -18,7 +18,8 @@
  *   kernel call per depth block, in order, so the result is bitwise the
  *   same for any thread count.
  * - Bias and activation are applied by the last depth block's epilogue,
- *   while the tile is in registers (relu) or in L1 (sigmoid, tanh).
+ *   while the tile is in registers (relu) or in L1 (the other
+ *   element-wise activations, through bp_activation_apply).
  * - Packed panels live in the calling thread's scratch, which only grows,
  *   so repeated calls allocate nothing.
  */
@@ -137,8 +138,8 @@ typedef struct bp_a_view {
 static void bp_gemm_tile(const bp_kernels *kt, float *c, int64_t ldc,
                          bp_a_view a, const float *bp, int64_t ldb,
                          float alpha, float beta, const float *bias,
-                         bp_activation act, int64_t rows, int64_t cols,
-                         int64_t kb)
+                         bp_activation act, float act_param, int64_t rows,
+                         int64_t cols, int64_t kb)
 {
     int relu = act == BP_ACTIVATION_RELU;
 
@@ -147,15 +148,15 @@ static void bp_gemm_tile(const bp_kernels *kt, float *c, int64_t ldc,
 
     /* Tile by tile, so how the activation splits its input never depends
        on the thread count. */
-    if (act == BP_ACTIVATION_SIGMOID || act == BP_ACTIVATION_TANH)
+    if (!relu && act != BP_ACTIVATION_IDENTITY)
         for (int64_t i = 0; i < rows; i++)
-            bp_activation_apply(c + i * ldc, cols, act);
+            bp_activation_apply(c + i * ldc, cols, act, act_param);
 }
 
 /* C = act(beta * C + bias), for K == 0 or alpha == 0; C is M x N. */
 static void bp_gemm_scale(float *c, int64_t ldc, float beta,
-                          const float *bias, bp_activation act, int64_t m,
-                          int64_t n)
+                          const float *bias, bp_activation act,
+                          float act_param, int64_t m, int64_t n)
 {
     for (int64_t i = 0; i < m; i++) {
         float *ci = c + i * ldc;
@@ -169,8 +170,8 @@ static void bp_gemm_scale(float *c, int64_t ldc, float beta,
                 v = 0.0f;
             ci[j] = v;
         }
-        if (act == BP_ACTIVATION_SIGMOID || act == BP_ACTIVATION_TANH)
-            bp_activation_apply(ci, n, act);
+        if (act != BP_ACTIVATION_RELU && act != BP_ACTIVATION_IDENTITY)
+            bp_activation_apply(ci, n, act, act_param);
     }
 }
 
@@ -187,6 +188,7 @@ typedef struct bp_gemm_plan {
     float alpha, beta;
     const float *bias;
     bp_activation act;
+    float act_param;
     int64_t m, n, k;
     int64_t kc, mc, nc; /* block sizes for this call */
     int a_direct;       /* A is read in place, never packed */
@@ -225,7 +227,7 @@ static void bp_gemm_unit(const bp_gemm_plan *g, const float *a_pack,
             else if (g->a_direct)
                 a = (bp_a_view){g->a + pc * g->lda + ic + ir, 1, g->lda};
             bp_gemm_tile(kt, g->c + (ic + ir) * g->ldc + j, g->ldc, a, bp,
-                         ldb, g->alpha, beta, bias, act,
+                         ldb, g->alpha, beta, bias, act, g->act_param,
                          bp_min64(mr, mb - ir), cols, kb);
         }
     }
@@ -338,13 +340,13 @@ static void bp_gemm_run_on_stack(const bp_gemm_plan *g)
 void bp_gemm_fused(float *c, int64_t ldc, const float *a, int64_t lda,
                    const float *b, int64_t ldb, bp_trans trans_a,
                    bp_trans trans_b, float alpha, float beta,
-                   const float *bias, bp_activation act, int64_t m,
-                   int64_t n, int64_t k)
+                   const float *bias, bp_activation act, float act_param,
+                   int64_t m, int64_t n, int64_t k)
 {
     if (m <= 0 || n <= 0)
         return;
     if (k <= 0 || alpha == 0.0f) {
-        bp_gemm_scale(c, ldc, beta, bias, act, m, n);
+        bp_gemm_scale(c, ldc, beta, bias, act, act_param, m, n);
         return;
     }
 
@@ -352,7 +354,8 @@ void bp_gemm_fused(float *c, int64_t ldc, const float *a, int64_t lda,
     bp_gemm_plan g = {
         .kt = kt, .c = c, .ldc = ldc, .a = a, .lda = lda, .b = b,
         .ldb = ldb, .ta = trans_a, .tb = trans_b, .alpha = alpha,
-        .beta = beta, .bias = bias, .act = act, .m = m, .n = n, .k = k,
+        .beta = beta, .bias = bias, .act = act, .act_param = act_param,
+        .m = m, .n = n, .k = k,
     };
 
     /* Equal depth blocks, chosen from K alone (see the design notes). */
@@ -455,6 +458,6 @@ bp_status bp_sgemm(float *c, int64_t ldc, const float *a, int64_t lda,
         BP_REQUIRE_PTR(fn, b);
 
     bp_gemm_fused(c, ldc, a, lda, b, ldb, trans_a, trans_b, alpha, beta,
-                  NULL, BP_ACTIVATION_IDENTITY, m, n, k);
+                  NULL, BP_ACTIVATION_IDENTITY, 0.0f, m, n, k);
     return BP_STATUS_OK;
 }

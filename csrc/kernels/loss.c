@@ -4,7 +4,12 @@
  * Design decisions:
  * - Cross-entropy works on logits with log-sum-exp, and binary
  *   cross-entropy on logits in the form max(z, 0) - z t + log1p(e^-|z|),
- *   so any finite input gives a finite loss.
+ *   so any finite input gives a finite loss. Poisson takes e^z of the
+ *   log-rate z in double: it overflows only where the loss itself is
+ *   beyond double's range (z > 709).
+ * - The options (bp_loss_config) and per-sample weights take their own
+ *   paths only when set: with defaults and no weights every loss runs
+ *   the same operations as the plain kernels, bit for bit.
  * - Each row's loss is summed in double. Rows are grouped into at most
  *   BP_LOSS_CHUNKS chunks whose bounds depend on the row count only;
  *   chunks are summed in order, so the total does not depend on the
@@ -33,7 +38,15 @@ typedef struct bp_loss_args {
     int64_t rows;
     int64_t cols;
     double scale;
+    const float *weights;        /* rows, or NULL for all 1 */
+    const bp_loss_config *cfg;   /* resolved options, or NULL for none */
 } bp_loss_args;
+
+/* Row i's weight. */
+static double bp_row_weight(const bp_loss_args *a, int64_t i)
+{
+    return a->weights != NULL ? (double)a->weights[i] : 1.0;
+}
 
 /* Returns row i's summed loss and writes its gradient if requested. */
 typedef double (*bp_loss_row_fn)(const bp_loss_args *a, int64_t i);
@@ -92,6 +105,7 @@ static double bp_mse_row(const bp_loss_args *a, int64_t i)
 {
     const float *p = a->pred + i * a->cols;
     const float *t = a->target + i * a->cols;
+    double w = bp_row_weight(a, i), scale = a->scale * w;
     double sum = 0.0;
 
     for (int64_t j = 0; j < a->cols; j++) {
@@ -99,8 +113,94 @@ static double bp_mse_row(const bp_loss_args *a, int64_t i)
 
         sum += d * d;
         if (a->grad != NULL)
-            a->grad[i * a->cols + j] = (float)(a->scale * d);
+            a->grad[i * a->cols + j] = (float)(scale * d);
     }
+    return sum * w;
+}
+
+/* NOTE: the gradient of |d| at d == 0 is taken as 0. */
+static double bp_mae_row(const bp_loss_args *a, int64_t i)
+{
+    const float *p = a->pred + i * a->cols;
+    const float *t = a->target + i * a->cols;
+    double w = bp_row_weight(a, i), scale = a->scale * w;
+    double sum = 0.0;
+
+    for (int64_t j = 0; j < a->cols; j++) {
+        double d = (double)p[j] - t[j];
+
+        sum += fabs(d);
+        if (a->grad != NULL)
+            a->grad[i * a->cols + j] =
+                (float)(scale * (double)((d > 0.0) - (d < 0.0)));
+    }
+    return sum * w;
+}
+
+static double bp_huber_row(const bp_loss_args *a, int64_t i)
+{
+    const float *p = a->pred + i * a->cols;
+    const float *t = a->target + i * a->cols;
+    double w = bp_row_weight(a, i), scale = a->scale * w;
+    double delta = a->cfg->delta, sum = 0.0;
+
+    for (int64_t j = 0; j < a->cols; j++) {
+        double d = (double)p[j] - t[j], ad = fabs(d);
+
+        sum += ad <= delta ? 0.5 * d * d : delta * (ad - 0.5 * delta);
+        if (a->grad != NULL) {
+            double g = ad <= delta ? d : (d > 0.0 ? delta : -delta);
+
+            a->grad[i * a->cols + j] = (float)(scale * g);
+        }
+    }
+    return sum * w;
+}
+
+/* e^z - t z for the log-rate z; its gradient is e^z - t. */
+static double bp_poisson_row(const bp_loss_args *a, int64_t i)
+{
+    const float *z = a->pred + i * a->cols;
+    const float *t = a->target + i * a->cols;
+    double w = bp_row_weight(a, i), scale = a->scale * w;
+    double sum = 0.0;
+
+    for (int64_t j = 0; j < a->cols; j++) {
+        double rate = exp((double)z[j]);
+
+        sum += rate - (double)t[j] * z[j];
+        if (a->grad != NULL)
+            a->grad[i * a->cols + j] = (float)(scale * (rate - t[j]));
+    }
+    return sum * w;
+}
+
+/*
+ * The shifted exponentials of row z: writes e[j] = exp(z[j] - max) for
+ * the row's maximum *max and returns their sum. The exponentials are
+ * taken a block at a time, apart from the double-precision sum, so that
+ * their loop vectorises.
+ *   e  K  (OUT; NULL to keep none)     z  K  (IN)
+ */
+static double bp_shifted_exps(float *e, const float *z, int64_t cols,
+                              float *max_out)
+{
+    float block[BP_EXP_BLOCK];
+    float max = z[0];
+    double sum = 0.0;
+
+    for (int64_t j = 1; j < cols; j++)
+        max = z[j] > max ? z[j] : max;
+    for (int64_t j0 = 0; j0 < cols; j0 += BP_EXP_BLOCK) {
+        int64_t n = cols - j0 < BP_EXP_BLOCK ? cols - j0 : BP_EXP_BLOCK;
+        float *ej = e != NULL ? e + j0 : block;
+
+        for (int64_t j = 0; j < n; j++)
+            ej[j] = bp_exp_neg(z[j0 + j] - max);
+        for (int64_t j = 0; j < n; j++)
+            sum += ej[j];
+    }
+    *max_out = max;
     return sum;
 }
 
@@ -109,55 +209,96 @@ static double bp_cross_entropy_row(const bp_loss_args *a, int64_t i)
 {
     const float *z = a->pred + i * a->cols;
     int32_t label = a->labels[i];
-    float max = z[0];
+    double w = bp_row_weight(a, i), scale = a->scale * w;
+    float max;
 
-    for (int64_t j = 1; j < a->cols; j++)
-        max = z[j] > max ? z[j] : max;
-
-    /* With a gradient, keep each exp there to normalise it afterwards.
-       The exponentials are taken a block at a time, apart from the
-       double-precision sum, so that their loop vectorises. */
+    /* With a gradient, keep each exp there to normalise it afterwards. */
     float *g = a->grad != NULL ? a->grad + i * a->cols : NULL;
-    float block[BP_EXP_BLOCK];
-    double sum = 0.0;
-    for (int64_t j0 = 0; j0 < a->cols; j0 += BP_EXP_BLOCK) {
-        int64_t n = a->cols - j0 < BP_EXP_BLOCK ? a->cols - j0
-                                                : BP_EXP_BLOCK;
-        float *e = g != NULL ? g + j0 : block;
-
-        for (int64_t j = 0; j < n; j++)
-            e[j] = bp_exp_neg(z[j0 + j] - max);
-        for (int64_t j = 0; j < n; j++)
-            sum += e[j];
-    }
+    double sum = bp_shifted_exps(g, z, a->cols, &max);
 
     if (g != NULL) {
         double inv = 1.0 / sum;
 
         for (int64_t j = 0; j < a->cols; j++)
-            g[j] = (float)(a->scale * (g[j] * inv - (j == label)));
+            g[j] = (float)(scale * (g[j] * inv - (j == label)));
     }
-    return ((double)max - z[label]) + log(sum);
+    return (((double)max - z[label]) + log(sum)) * w;
+}
+
+/* Row i's target probability of class k, before smoothing. */
+static double bp_target_prob(const bp_loss_args *a, int64_t i, int64_t k)
+{
+    if (a->labels != NULL)
+        return a->labels[i] == k ? 1.0 : 0.0;
+    return a->target[i * a->cols + k];
+}
+
+/*
+ * Cross-entropy of one row with options: sum_k c_k q_k (lse - z_k) for
+ * the smoothed targets q and class weights c. Its gradient is
+ * (sum_k c_k q_k) softmax(z) - c q.
+ */
+static double bp_cross_entropy_soft_row(const bp_loss_args *a, int64_t i)
+{
+    const float *z = a->pred + i * a->cols;
+    const float *cw = a->cfg->class_weights;
+    double w = bp_row_weight(a, i), scale = a->scale * w;
+    double s = a->cfg->label_smoothing, uniform = s / (double)a->cols;
+    float max;
+
+    float *g = a->grad != NULL ? a->grad + i * a->cols : NULL;
+    double sum = bp_shifted_exps(g, z, a->cols, &max);
+    double log_sum = log(sum), loss = 0.0, total = 0.0;
+
+    for (int64_t k = 0; k < a->cols; k++) {
+        double q = (1.0 - s) * bp_target_prob(a, i, k) + uniform;
+        double ck = (cw != NULL ? (double)cw[k] : 1.0) * q;
+
+        loss += ck * (((double)max - z[k]) + log_sum);
+        total += ck;
+    }
+
+    if (g != NULL) {
+        double inv = total / sum;
+
+        for (int64_t k = 0; k < a->cols; k++) {
+            double q = (1.0 - s) * bp_target_prob(a, i, k) + uniform;
+            double ck = (cw != NULL ? (double)cw[k] : 1.0) * q;
+
+            g[k] = (float)(scale * (g[k] * inv - ck));
+        }
+    }
+    return loss * w;
 }
 
 static double bp_bce_row(const bp_loss_args *a, int64_t i)
 {
     const float *z = a->pred + i * a->cols;
     const float *t = a->target + i * a->cols;
+    double w = bp_row_weight(a, i), scale = a->scale * w;
+    double pw = a->cfg != NULL ? a->cfg->pos_weight : 1.0;
     double sum = 0.0;
 
     for (int64_t j = 0; j < a->cols; j++) {
-        double zj = z[j], e = exp(-fabs(zj));
+        double zj = z[j], tj = t[j], e = exp(-fabs(zj));
+        /* sigmoid(z) from the same e = exp(-|z|), never overflowing. */
+        double s = zj >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+        double g;
 
-        sum += (zj > 0.0 ? zj : 0.0) - zj * t[j] + log1p(e);
-        if (a->grad != NULL) {
-            /* sigmoid(z) from the same e = exp(-|z|), never overflowing. */
-            double s = zj >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+        if (pw == 1.0) {
+            sum += (zj > 0.0 ? zj : 0.0) - zj * tj + log1p(e);
+            g = s - tj;
+        } else {
+            /* softplus(z) and softplus(-z) = softplus(z) - z. */
+            double sp = (zj > 0.0 ? zj : 0.0) + log1p(e);
 
-            a->grad[i * a->cols + j] = (float)(a->scale * (s - t[j]));
+            sum += pw * tj * (sp - zj) + (1.0 - tj) * sp;
+            g = s * (pw * tj + 1.0 - tj) - pw * tj;
         }
+        if (a->grad != NULL)
+            a->grad[i * a->cols + j] = (float)(scale * g);
     }
-    return sum;
+    return sum * w;
 }
 
 const char *bp_loss_name(bp_loss loss)
@@ -169,8 +310,93 @@ const char *bp_loss_name(bp_loss loss)
         return "cross_entropy";
     case BP_LOSS_BINARY_CROSS_ENTROPY:
         return "binary_cross_entropy";
+    case BP_LOSS_MAE:
+        return "mae";
+    case BP_LOSS_HUBER:
+        return "huber";
+    case BP_LOSS_POISSON:
+        return "poisson";
     }
     return NULL;
+}
+
+/* Fails when an option is set that the loss does not take. */
+static bp_status bp_loss_options_apply(const char *fn,
+                                       const bp_loss_config *cfg)
+{
+    const char *option = NULL, *unset = "0";
+
+    if (cfg->delta != 0.0f && cfg->kind != BP_LOSS_HUBER)
+        option = "delta";
+    else if (cfg->label_smoothing != 0.0f &&
+             cfg->kind != BP_LOSS_CROSS_ENTROPY)
+        option = "label_smoothing";
+    else if (cfg->pos_weight != 0.0f &&
+             cfg->kind != BP_LOSS_BINARY_CROSS_ENTROPY)
+        option = "pos_weight";
+    else if (cfg->class_weights != NULL &&
+             cfg->kind != BP_LOSS_CROSS_ENTROPY) {
+        option = "class_weights";
+        unset = "NULL";
+    }
+    if (option == NULL)
+        return BP_STATUS_OK;
+    return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                   "%s: the loss %s takes no %s; set it to %s", fn,
+                   bp_loss_name(cfg->kind), option, unset);
+}
+
+bp_status bp_loss_config_resolve(const char *fn, const bp_loss_config *cfg,
+                                 int64_t classes, bp_loss_config *out)
+{
+    BP_REQUIRE_PTR(fn, cfg);
+    if (bp_loss_name(cfg->kind) == NULL)
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "%s: the loss kind is %d, which is not a bp_loss", fn,
+                       (int)cfg->kind);
+    if (!isfinite(cfg->delta) || cfg->delta < 0.0f)
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "%s: the huber delta is %g; it must be finite and "
+                       "> 0 (0 selects 1)", fn, (double)cfg->delta);
+    if (!(cfg->label_smoothing >= 0.0f && cfg->label_smoothing < 1.0f))
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "%s: label_smoothing is %g; it must be in [0, 1)", fn,
+                       (double)cfg->label_smoothing);
+    if (!isfinite(cfg->pos_weight) || cfg->pos_weight < 0.0f)
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "%s: pos_weight is %g; it must be finite and > 0 "
+                       "(0 selects 1)", fn, (double)cfg->pos_weight);
+    BP_TRY(bp_loss_options_apply(fn, cfg));
+    if (cfg->class_weights != NULL)
+        for (int64_t k = 0; k < classes; k++)
+            if (!isfinite(cfg->class_weights[k]) ||
+                cfg->class_weights[k] < 0.0f)
+                return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                               "%s: class_weights[%lld] is %g; class "
+                               "weights must be finite and >= 0", fn,
+                               (long long)k,
+                               (double)cfg->class_weights[k]);
+
+    /* Only the loss's own options are resolved; the others stay 0. */
+    *out = *cfg;
+    if (out->kind == BP_LOSS_HUBER && out->delta == 0.0f)
+        out->delta = 1.0f;
+    if (out->kind == BP_LOSS_BINARY_CROSS_ENTROPY && out->pos_weight == 0.0f)
+        out->pos_weight = 1.0f;
+    return BP_STATUS_OK;
+}
+
+bp_status bp_weights_check(const char *fn, const float *weights, int64_t n)
+{
+    if (weights == NULL)
+        return BP_STATUS_OK;
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(weights[i]) || weights[i] < 0.0f)
+            return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                           "%s: weights[%lld] is %g; sample weights must be "
+                           "finite and >= 0", fn, (long long)i,
+                           (double)weights[i]);
+    return BP_STATUS_OK;
 }
 
 bp_status bp_labels_check(const char *fn, const int32_t *labels,
@@ -206,8 +432,9 @@ bp_status bp_loss_mse(double *loss, float *grad, const float *pred,
     BP_TRY(bp_loss_check("bp_loss_mse", pred, target, rows, cols));
 
     double count = (double)rows * cols;
-    bp_loss_args a = {grad, pred, target, NULL, rows, cols,
-                      count > 0 ? 2.0 / count : 0.0};
+    bp_loss_args a = {.grad = grad, .pred = pred, .target = target,
+                      .rows = rows, .cols = cols,
+                      .scale = count > 0 ? 2.0 / count : 0.0};
     double sum = bp_loss_reduce(&a, bp_mse_row, 3.0);
 
     if (loss != NULL)
@@ -226,8 +453,9 @@ bp_status bp_loss_cross_entropy(double *loss, float *grad,
     BP_REQUIRE_DATA(fn, logits, rows * classes);
     BP_TRY(bp_labels_check(fn, labels, rows, classes));
 
-    bp_loss_args a = {grad, logits, NULL, labels, rows, classes,
-                      rows > 0 ? 1.0 / (double)rows : 0.0};
+    bp_loss_args a = {.grad = grad, .pred = logits, .labels = labels,
+                      .rows = rows, .cols = classes,
+                      .scale = rows > 0 ? 1.0 / (double)rows : 0.0};
     double sum = bp_loss_reduce(&a, bp_cross_entropy_row, 40.0);
 
     if (loss != NULL)
@@ -248,11 +476,90 @@ bp_status bp_loss_binary_cross_entropy(double *loss, float *grad,
     BP_REQUIRE_DATA(fn, target, rows * cols);
 
     double count = (double)rows * cols;
-    bp_loss_args a = {grad, logits, target, NULL, rows, cols,
-                      count > 0 ? 1.0 / count : 0.0};
+    bp_loss_args a = {.grad = grad, .pred = logits, .target = target,
+                      .rows = rows, .cols = cols,
+                      .scale = count > 0 ? 1.0 / count : 0.0};
     double sum = bp_loss_reduce(&a, bp_bce_row, 40.0);
 
     if (loss != NULL)
         *loss = count > 0 ? sum / count : 0.0;
     return BP_STATUS_OK;
+}
+
+/* The row function and cost of a resolved configuration. */
+static bp_loss_row_fn bp_loss_row_of(const bp_loss_config *cfg,
+                                     const int32_t *labels, double *cost)
+{
+    *cost = 3.0;
+    switch (cfg->kind) {
+    case BP_LOSS_MSE:
+        return bp_mse_row;
+    case BP_LOSS_MAE:
+        return bp_mae_row;
+    case BP_LOSS_HUBER:
+        return bp_huber_row;
+    case BP_LOSS_POISSON:
+        *cost = 40.0;
+        return bp_poisson_row;
+    case BP_LOSS_BINARY_CROSS_ENTROPY:
+        *cost = 40.0;
+        return bp_bce_row;
+    case BP_LOSS_CROSS_ENTROPY:
+        *cost = 40.0;
+        if (labels != NULL && cfg->label_smoothing == 0.0f &&
+            cfg->class_weights == NULL)
+            return bp_cross_entropy_row;
+        return bp_cross_entropy_soft_row;
+    }
+    return NULL;
+}
+
+bp_status bp_loss_run(double *loss, float *grad, const float *pred,
+                      const float *target, const int32_t *labels,
+                      const float *weights, const bp_loss_config *cfg,
+                      int64_t rows, int64_t cols)
+{
+    int per_row = cfg->kind == BP_LOSS_CROSS_ENTROPY;
+    double count = per_row ? (double)rows : (double)rows * cols;
+    double cost;
+    bp_loss_row_fn row_fn = bp_loss_row_of(cfg, labels, &cost);
+    bp_loss_args a = {
+        .grad = grad, .pred = pred, .target = target, .labels = labels,
+        .rows = rows, .cols = cols, .weights = weights, .cfg = cfg,
+        .scale = count > 0 ? 1.0 / count : 0.0,
+    };
+
+    if (row_fn == NULL)
+        return bp_fail(BP_STATUS_INTERNAL, "bp_loss: unknown loss %d",
+                       (int)cfg->kind);
+    /* NOTE: mse is mean(d^2), so its gradient carries the factor 2. */
+    if (cfg->kind == BP_LOSS_MSE)
+        a.scale *= 2.0;
+
+    double sum = rows > 0 ? bp_loss_reduce(&a, row_fn, cost) : 0.0;
+    if (loss != NULL)
+        *loss = count > 0 ? sum / count : 0.0;
+    return BP_STATUS_OK;
+}
+
+bp_status bp_loss_compute(double *loss, float *grad, const float *pred,
+                          const float *target, const int32_t *labels,
+                          const float *weights, const bp_loss_config *cfg,
+                          int64_t rows, int64_t cols)
+{
+    static const char fn[] = "bp_loss_compute";
+    bp_loss_config resolved;
+
+    BP_TRY(bp_check_shape(fn, "rows", rows, "cols", cols));
+    BP_TRY(bp_loss_config_resolve(fn, cfg, cols, &resolved));
+    BP_REQUIRE_DATA(fn, pred, rows * cols);
+    if (resolved.kind == BP_LOSS_CROSS_ENTROPY && labels != NULL)
+        BP_TRY(bp_labels_check(fn, labels, rows, cols));
+    else
+        BP_REQUIRE_DATA(fn, target, rows * cols);
+    BP_TRY(bp_weights_check(fn, weights, rows));
+    return bp_loss_run(loss, grad, pred, target,
+                       resolved.kind == BP_LOSS_CROSS_ENTROPY ? labels
+                                                              : NULL,
+                       weights, &resolved, rows, cols);
 }

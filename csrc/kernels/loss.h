@@ -12,4 +12,25 @@
 bp_status bp_labels_check(const char *fn, const int32_t *labels,
                           int64_t rows, int64_t classes);
 
+/*
+ * Checks a loss configuration (class weights against `classes`) and
+ * copies it to *out with the loss's defaults resolved (huber's delta 0
+ * and binary cross-entropy's pos_weight 0 become 1; options of other
+ * losses must be 0). The message names `fn` and the field.
+ */
+bp_status bp_loss_config_resolve(const char *fn, const bp_loss_config *cfg,
+                                 int64_t classes, bp_loss_config *out);
+
+/* Checks that every sample weight is finite and >= 0; NULL passes. */
+bp_status bp_weights_check(const char *fn, const float *weights, int64_t n);
+
+/*
+ * bp_loss_compute with trusted arguments and a resolved configuration;
+ * for cross-entropy, labels or (labels NULL) probability targets.
+ */
+bp_status bp_loss_run(double *loss, float *grad, const float *pred,
+                      const float *target, const int32_t *labels,
+                      const float *weights, const bp_loss_config *cfg,
+                      int64_t rows, int64_t cols);
+
 #endif

@@ -6,7 +6,7 @@
 #include "kernels/sgd.h"
 
 #include "core/check.h"
-#include "core/threads.h"
+#include "kernels/optim.h"
 
 #include <math.h>
 
@@ -32,46 +32,24 @@ bp_status bp_sgd_check(const char *fn, const bp_sgd_config *cfg)
     return BP_STATUS_OK;
 }
 
-/* One SGD step, shared by its threads. */
-typedef struct bp_sgd_args {
-    float *w, *velocity;
-    const float *grad;
-    float lr, mu, l2;
-    int nesterov;
-} bp_sgd_args;
-
-static void bp_sgd_range(void *ctx, int64_t begin, int64_t end)
+bp_optimizer bp_sgd_optimizer(const bp_sgd_config *cfg)
 {
-    const bp_sgd_args *a = ctx;
-    float *w = a->w, *velocity = a->velocity;
-    const float *grad = a->grad;
-    float lr = a->lr, mu = a->mu, l2 = a->l2;
+    bp_optimizer opt = {.kind = BP_OPTIMIZER_SGD, .lr = cfg->lr,
+                        .momentum = cfg->momentum,
+                        .nesterov = cfg->nesterov, .weight_decay = cfg->l2};
 
-    if (mu == 0.0f) {
-        for (int64_t i = begin; i < end; i++)
-            w[i] -= lr * (grad[i] + l2 * w[i]);
-        return;
-    }
-    for (int64_t i = begin; i < end; i++) {
-        float g = grad[i] + l2 * w[i];
-        float v = mu * velocity[i] + g;
-
-        velocity[i] = v;
-        w[i] -= lr * (a->nesterov ? g + mu * v : v);
-    }
+    return opt;
 }
 
+/* The SGD loops live with the other optimizers' in optim.c. */
 void bp_sgd_step(float *w, float *velocity, const float *grad,
                  const bp_sgd_config *cfg, float l2, int64_t n)
 {
-    bp_sgd_args args = {.w = w, .velocity = velocity, .grad = grad,
-                        .lr = cfg->lr, .mu = cfg->momentum, .l2 = l2,
-                        .nesterov = cfg->nesterov};
+    bp_optimizer opt = bp_sgd_optimizer(cfg);
+    bp_update_scalars u = {.lr = cfg->lr, .grad_scale = 1.0f,
+                           .weight_decay = l2, .step = 1};
 
-    /* w, velocity and grad are each streamed once. */
-    int threads = bp_threads_for((double)n * 3.0 * BP_STREAM_COST);
-
-    bp_parallel_for(threads, n, bp_sgd_range, &args);
+    bp_optimizer_step(w, velocity, NULL, grad, &opt, &u, n);
 }
 
 bp_status bp_sgd_update(float *w, float *velocity, const float *grad,

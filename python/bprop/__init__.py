@@ -13,19 +13,62 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import _core, datasets, distributed, kernels, losses, metrics, optimizers
-from .callbacks import History
+from . import (
+    _core,
+    activations,
+    callbacks,
+    datasets,
+    diagnostics,
+    distributed,
+    initializers,
+    kernels,
+    losses,
+    metrics,
+    optimizers,
+    schedules,
+)
+from .callbacks import (
+    Callback,
+    EarlyStopping,
+    GradientMonitor,
+    History,
+    ModelCheckpoint,
+    StopAtLoss,
+)
+from .diagnostics import gradcheck
 from .layers import Dense
-from .losses import BinaryCrossEntropy, CrossEntropy, MeanSquaredError
+from .losses import (
+    BinaryCrossEntropy,
+    CrossEntropy,
+    Huber,
+    MeanAbsoluteError,
+    MeanSquaredError,
+    Poisson,
+)
 from .model import DivergenceError, Sequential
 from .model_file import ModelFormatError, from_bytes, load
-from .optimizers import SGD
+from .optimizers import LBFGS, SGD, Adagrad, Adam, AdamW, RMSprop
 from .parallel import FitJob, FitResult, train_many
 
 __version__: str = _core.version()
 
 __all__ = [
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "LBFGS",
+    "RMSprop",
     "BinaryCrossEntropy",
+    "Huber",
+    "MeanAbsoluteError",
+    "Poisson",
+    "activations",
+    "initializers",
+    "Callback",
+    "EarlyStopping",
+    "GradientMonitor",
+    "ModelCheckpoint",
+    "StopAtLoss",
     "CrossEntropy",
     "Dense",
     "FitJob",
@@ -37,20 +80,24 @@ __all__ = [
     "SGD",
     "Sequential",
     "__version__",
+    "callbacks",
     "cpu_info",
     "datasets",
     "distributed",
+    "diagnostics",
     "from_bytes",
     "get_cmake_dir",
     "get_include",
     "get_library_dir",
     "get_num_threads",
     "get_pkgconfig_dir",
+    "gradcheck",
     "kernels",
     "load",
     "losses",
     "metrics",
     "optimizers",
+    "schedules",
     "set_num_threads",
     "train_many",
 ]

@@ -108,6 +108,24 @@ def as_labels(value: Any, n_classes: int, name: str = "y") -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.int32)
 
 
+def as_probabilities(value: Any, n_classes: int, name: str = "y") -> np.ndarray:
+    """Class probabilities as a C-contiguous (n, n_classes) float32 array:
+    values >= 0, each row summing to 1 (within 1e-3)."""
+    array = as_targets(value, n_classes, name)
+    if array.min() < 0:
+        raise ValueError(
+            f"{name} holds class probabilities, which must be >= 0; got {array.min():g}"
+        )
+    sums = array.sum(axis=1, dtype=np.float64)
+    bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-3)
+    if bad.size:
+        raise ValueError(
+            f"{name} holds class probabilities, whose rows must sum to 1; row {bad[0]} "
+            f"sums to {sums[bad[0]]:g}"
+        )
+    return array
+
+
 def as_targets(value: Any, n_outputs: int, name: str = "y") -> np.ndarray:
     """Targets as a C-contiguous (n, n_outputs) float32 array.
 
@@ -115,12 +133,23 @@ def as_targets(value: Any, n_outputs: int, name: str = "y") -> np.ndarray:
     against a 2-D prediction.
     """
     array = _numeric(value, name)
-    if array.ndim == 1:
+    if array.ndim == 0:
+        raise ValueError(f"{name} must hold one target per row, got a single value")
+    flat = array.ndim == 1
+    if flat:
         array = array.reshape(-1, 1)
     if array.ndim != 2 or array.shape[1] != n_outputs:
+        hint = ""
+        if flat and n_outputs > 1 and np.array_equal(array, np.round(array)):
+            hint = (
+                "; for class labels, train with loss='cross_entropy', which takes one "
+                "label per row"
+            )
         raise ValueError(
-            f"{name} has shape {np.shape(value)} but the model has {n_outputs} output(s); "
-            f"expected ({len(array)}, {n_outputs})" + (" or (n,)" if n_outputs == 1 else "")
+            f"{name} has shape {array.shape[:1] if flat else array.shape} but the model has "
+            f"{n_outputs} output(s); expected ({len(array)}, {n_outputs})"
+            + (" or (n,)" if n_outputs == 1 else "")
+            + hint
         )
     if array.shape[0] == 0:
         raise ValueError(f"{name} is empty")

@@ -37,7 +37,7 @@ def bench_train_many(
 ) -> list[Row]:
     """Models per second: train_many against one fit after another."""
     count = 4 if quick else 8
-    epochs = 1 if quick else 2
+    epochs = 1 if quick else 5
     rows = []
     before = _core.get_num_threads()
     _core.set_num_threads(2)

@@ -17,10 +17,17 @@ from typing import Sequence
 
 import numpy as np
 
-from . import __version__, cpu_info, datasets, distributed, set_num_threads
+from . import (
+    __version__,
+    cpu_info,
+    datasets,
+    distributed,
+    optimizers,
+    schedules,
+    set_num_threads,
+)
 from .layers import ACTIVATIONS, Dense
 from .model import DivergenceError, Sequential
-from .optimizers import SGD
 
 # Integer targets with at most this many distinct values are classes.
 _MAX_CLASSES = 100
@@ -109,7 +116,8 @@ def _build_parser() -> argparse.ArgumentParser:
         help="hidden layer sizes, comma-separated (default: 64 for classification, "
         "16 for regression)",
     )
-    train.add_argument("--activation", choices=[a for a in ACTIVATIONS if a != "softmax"],
+    train.add_argument("--activation",
+                       choices=[a for a in ACTIVATIONS if a not in ("softmax", "log_softmax")],
                        default="relu", help="hidden activation (default: relu)")
     train.add_argument("--epochs", type=int, default=30, help="passes over the data (30)")
     train.add_argument("--batch-size", type=_positive(int), default=None,
@@ -121,13 +129,22 @@ def _build_parser() -> argparse.ArgumentParser:
                        "regression)")
     train.add_argument("--momentum", type=float, default=0.9, help="momentum (default: 0.9)")
     train.add_argument("--nesterov", action="store_true", help="use Nesterov momentum")
-    train.add_argument("--l2", type=float, default=0.0, help="L2 penalty (default: 0)")
+    train.add_argument("--l2", type=float, default=0.0,
+                       help="L2 penalty, the weight decay of any optimizer (default: 0)")
+    train.add_argument("--optimizer", choices=sorted(optimizers.NAMES), default="sgd",
+                       help="sgd (with --momentum, --nesterov), adam, adamw, rmsprop, adagrad "
+                       "or lbfgs (full batch, needs scipy; --epochs iterations) (default: sgd)")
+    train.add_argument("--schedule", choices=sorted(schedules.NAMES), default=None,
+                       help="learning-rate schedule over the epochs (default: constant)")
     train.add_argument("--test-size", type=float, default=0.2,
                        help="fraction of rows held out for the test score (default: 0.2)")
     train.add_argument("--seed", type=int, default=0, help="seed of everything random (0)")
     train.add_argument("--threads", type=_positive(int, _MAX_THREADS), default=None,
                        help="threads for the kernels (default: all)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--plot", metavar="FILE",
+                       help="write the loss, metric and per-layer gradient curves to FILE "
+                       "(.png, .svg or .pdf; needs matplotlib: pip install 'bprop[plot]')")
     train.add_argument("--distributed", action="store_true",
                        help="train data-parallel across the ranks of an MPI job, started as "
                        "mpirun -n 4 bprop train --distributed (needs mpi4py); only rank 0 "
@@ -349,14 +366,17 @@ def _train(args: argparse.Namespace) -> int:
     # network overfits less.
     if args.hidden is None:
         args.hidden = [64] if classify else [16]
-    if args.lr is None:
+    if args.lr is None and args.optimizer == "sgd":
         args.lr = 0.05 if classify else 0.01
     layers = [Dense(units, activation=args.activation) for units in args.hidden]
     layers.append(Dense(n_out))
     model = Sequential(layers, seed=args.seed)
     try:
-        optimizer = SGD(lr=args.lr, momentum=args.momentum, nesterov=args.nesterov, l2=args.l2)
-    except ValueError as exc:  # --momentum, --nesterov or --l2
+        optimizer = optimizers.from_options(
+            args.optimizer, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
+            weight_decay=args.l2, schedule=args.schedule,
+        )
+    except ValueError as exc:  # --momentum, --nesterov, --l2 or --schedule
         raise SystemExit(f"bprop: {exc}") from None
     task = f"{len(classes)}-class classification" if classify else "regression"
     sizes = "-".join(str(s) for s in [x.shape[1], *args.hidden, n_out])
@@ -367,6 +387,14 @@ def _train(args: argparse.Namespace) -> int:
         f"training {sizes} on {len(train_rows)} rows, testing on {len(test_rows)} "
         f"[{info['simd']}, {info['threads']} thread(s){ranks}]"
     )
+
+    if args.plot is not None:
+        try:
+            from .plots import _matplotlib
+
+            _matplotlib()
+        except ImportError as exc:
+            raise SystemExit(f"bprop: --plot: {exc}") from None
 
     start = time.perf_counter()
     try:
@@ -380,6 +408,7 @@ def _train(args: argparse.Namespace) -> int:
             validation_data=(x[test_rows], y[test_rows]),
             verbose=not args.quiet,
             distributed=args.distributed,
+            diagnostics=args.plot is not None and not args.distributed,
         )
     except DivergenceError as exc:
         print(f"bprop: {exc}", file=sys.stderr)
@@ -396,6 +425,14 @@ def _train(args: argparse.Namespace) -> int:
         print(f"test accuracy: {100 * score:.2f}%")
     else:
         print(f"test R^2: {score:.4f}")
+    if args.plot is not None:
+        from .plots import plot_history
+
+        try:
+            plot_history(history, args.plot, title=f"{name}: {sizes}")
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"bprop: --plot: cannot write {args.plot}: {exc}") from None
+        print(f"curves written to {args.plot}")
     return 0
 
 
@@ -408,6 +445,7 @@ def _train_distributed(args: argparse.Namespace) -> int:
         raise SystemExit(f"bprop: --distributed: {exc}") from None
     if rank == 0:
         return _train(args)
+    args.plot = None  # rank 0 writes it
     with open(os.devnull, "w") as sink:
         try:
             with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):

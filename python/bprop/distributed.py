@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from . import _core
 from ._validation import as_matrix
 from .callbacks import History
+from .optimizers import SGD
 
 DivergenceError = _core.DivergenceError
 
@@ -274,13 +275,44 @@ class _Trainer:
 
     def agree(self) -> None:
         """Makes sure every rank ends with rank 0's parameters, bit for bit."""
-        values = np.empty(self.net.n_params, np.float32)
-        self.net.get_params(values)
-        sums = self.comm.allgather(zlib.crc32(values.tobytes()))
+        net = self.net
+        params, velocity = np.empty(net.n_params, np.float32), np.empty(net.n_params, np.float32)
+        net.get_params(params)
+        net.get_velocity(velocity)
+        sums = self.comm.allgather((zlib.crc32(params), zlib.crc32(velocity)))
         if len(set(sums)) > 1:
             _log.warning("ranks ended with different parameters; using rank 0's")
-            self.comm.Bcast(values, root=0)
-            self.net.set_params(values)
+            self.comm.Bcast(params, root=0)
+            self.comm.Bcast(velocity, root=0)
+            net.set_params(params)
+            net.set_velocity(velocity)
+
+
+def _epoch_or_rollback(trainer: _Trainer, epoch: int, shuffle_seed: int,
+                       x_val: np.ndarray | None, y_val: np.ndarray | None) -> dict[str, float]:
+    """One epoch and its validation figures; on divergence, the weights and
+    momentum of the epoch before are put back on every rank."""
+    model, net = trainer.model, trainer.net
+    snapshot = np.empty(net.n_params, np.float32)
+    velocity = np.empty(net.n_params, np.float32)
+    net.get_params(snapshot)
+    net.get_velocity(velocity)
+    try:
+        values = {"loss": trainer.epoch(shuffle_seed)}
+        if x_val is not None:
+            # Every rank holds the same weights, so all agree on this.
+            values.update(model._evaluate_arrays(x_val, y_val, prefix="val_"))
+    except DivergenceError as exc:
+        net.set_params(snapshot)
+        net.set_velocity(velocity)
+        raise DivergenceError(
+            f"training diverged in epoch {epoch + 1}: {exc}. The weights were "
+            "restored to the end of the previous epoch on every rank. Try a "
+            "smaller learning rate, scaling the inputs, or a smaller momentum."
+        ) from None
+    model._epochs_done += 1
+    model._steps_done += -(-len(trainer.x) // trainer.batch)
+    return values
 
 
 def fit(model: Any, x: np.ndarray, targets: np.ndarray, x_val: np.ndarray | None,
@@ -291,6 +323,8 @@ def fit(model: Any, x: np.ndarray, targets: np.ndarray, x_val: np.ndarray | None
     Called by fit with validated arrays; every rank returns the same
     History and holds the same parameters afterwards.
     """
+    if type(opt) is not SGD:
+        raise ValueError(f"distributed training supports bprop.SGD only, got {opt!r}")
     batch = len(x) if batch_size is None else min(batch_size, len(x))
     trainer = _Trainer(model, x, targets, opt, batch, shuffle, plan)
     comm = trainer.comm
@@ -312,31 +346,12 @@ def fit(model: Any, x: np.ndarray, targets: np.ndarray, x_val: np.ndarray | None
     saved_threads = _core.get_local_num_threads()
     _core.set_local_num_threads(threads_per_rank(comm))
     history = History()
-    net = trainer.net
-    snapshot = np.empty(net.n_params, np.float32)
-    velocity = np.empty(net.n_params, np.float32)
     bar = tqdm(total=epochs, disable=not verbose or trainer.rank != 0, unit="epoch",
                desc=f"train ({trainer.size} ranks)")
     try:
         for epoch in range(epochs):
             with lock.write():
-                net.get_params(snapshot)
-                net.get_velocity(velocity)
-                try:
-                    values = {"loss": trainer.epoch(shuffle_seed)}
-                    if x_val is not None:
-                        # Every rank holds the same weights, so all agree on this.
-                        values.update(model._evaluate_arrays(x_val, y_val, prefix="val_"))
-                except DivergenceError as exc:
-                    net.set_params(snapshot)
-                    net.set_velocity(velocity)
-                    raise DivergenceError(
-                        f"training diverged in epoch {epoch + 1}: {exc}. The weights were "
-                        "restored to the end of the previous epoch on every rank. Try a "
-                        "smaller learning rate, scaling the inputs, or a smaller momentum."
-                    ) from None
-                model._epochs_done += 1
-                model._steps_done += -(-len(x) // batch)
+                values = _epoch_or_rollback(trainer, epoch, shuffle_seed, x_val, y_val)
             history.record(epoch, values)
             bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
             bar.update(1)
@@ -397,9 +412,9 @@ class _BlockPredictor:
     """
 
     def __init__(self, model: Any, proba: bool) -> None:
-        self.layers = [(layer.units, layer.activation) for layer in model.layers]
+        self.layers = [layer.config() for layer in model.layers]
         self.n_inputs = model.n_inputs
-        self.loss = model.loss.name
+        self.loss = model.loss
         self.weights = model.get_weights()
         self.proba = proba
         self._model: Any = None
@@ -414,7 +429,7 @@ class _BlockPredictor:
             from .layers import Dense
             from .model import Sequential
 
-            copy = Sequential([Dense(units, activation=act) for units, act in self.layers])
+            copy = Sequential([Dense.from_config(layer) for layer in self.layers])
             copy.build(self.n_inputs, self.loss)
             copy.set_weights(self.weights)
             self._model = copy

@@ -4,26 +4,30 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import _core, losses, metrics, optimizers
+from . import _core, _splits, initializers, lbfgs, losses, metrics, optimizers
+from ._optim_run import OptimizerRun
 from ._rwlock import ReadWriteLock
 from ._validation import (
     as_labels,
+    as_probabilities,
+    as_vector,
     as_matrix,
     as_targets,
     check_positive_int,
     check_same_length,
 )
-from .callbacks import History
+from .callbacks import Callback, CallbackList, History
+from .diagnostics import LayerProbe, first_bad_layer, first_bad_parameters, layer_name
 from .distributed import as_plan
 from .distributed import fit as distributed_fit
 from .layers import Dense
 from .losses import Loss, LossLike
-from .optimizers import SGD, OptimizerLike
+from .optimizers import SGD, CoreOptimizer, OptimizerLike
 
 DivergenceError = _core.DivergenceError
 
@@ -36,6 +40,12 @@ _PREDICT_CHUNK = 1024
 def _not_finite(exc: DivergenceError) -> ValueError:
     """The error for outputs that overflow outside training."""
     return ValueError(f"{exc}. Scale the inputs as for training, or retrain the model.")
+
+
+def _distributable(opt: optimizers.Optimizer) -> bool:
+    """Whether distributed training (plain SGD steps) can use `opt`."""
+    return (isinstance(opt, SGD) and opt.schedule is None and opt.clip_norm is None
+            and opt.clip_value is None and not opt.decay_biases)
 
 
 def _random_seed() -> int:
@@ -54,8 +64,12 @@ class Sequential:
         ``fit`` when not given.
     seed : int, optional
         Seed of the weight initialisation; drawn at random when None.
-    init : str
-        "auto" (He for relu layers, Glorot otherwise), "he" or "glorot".
+    init : str or bprop.initializers.Initializer
+        The weights' initialiser for layers without a ``kernel_init``:
+        "auto" (He uniform for relu-like layers, Glorot uniform for the
+        others), "he" (uniform), "he_normal", "glorot" (uniform),
+        "glorot_normal", "lecun_uniform" or "lecun_normal". The same seed
+        gives the same weights on every platform.
 
     Examples
     --------
@@ -69,7 +83,7 @@ class Sequential:
         layers: Sequence[Dense],
         n_inputs: int | None = None,
         seed: int | None = None,
-        init: str = "auto",
+        init: initializers.InitializerLike = "auto",
     ) -> None:
         layers = list(layers)
         if not layers:
@@ -77,10 +91,15 @@ class Sequential:
         for i, layer in enumerate(layers):
             if not isinstance(layer, Dense):
                 raise ValueError(f"layer {i} is {layer!r}, not a bprop.Dense")
-            if layer.activation == "softmax" and i != len(layers) - 1:
-                raise ValueError(f"layer {i}: softmax is only allowed on the output layer")
-        if init not in INITS:
-            raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+            if layer.activation_fn.per_row and i != len(layers) - 1:
+                raise ValueError(
+                    f"layer {i}: {layer.activation} is only allowed on the output layer"
+                )
+        if not isinstance(init, initializers.Initializer) and init not in initializers.NAMES:
+            raise ValueError(
+                f"unknown init {init!r}; choose one of {', '.join(initializers.NAMES)}"
+            )
+        init = initializers.get(init).name
         if seed is not None:
             check_positive_int(seed, "seed", allow_zero=True)
         self.layers = layers
@@ -100,6 +119,10 @@ class Sequential:
         # training epoch and anything that writes or replaces the parameters.
         self._params_lock = ReadWriteLock()
         self._local = threading.local()
+        #: The History of the last fit, also after Ctrl-C ended it.
+        self.history: History | None = None
+        #: Set by a callback to end training after the current epoch or batch.
+        self.stop_training = False
         if n_inputs is not None:
             self.build(n_inputs)
 
@@ -109,7 +132,7 @@ class Sequential:
 
     def _default_loss(self) -> Loss:
         last = self.layers[-1].activation
-        if last == "softmax":
+        if last in ("softmax", "log_softmax"):
             return losses.CrossEntropy()
         if last == "sigmoid":
             return losses.BinaryCrossEntropy()
@@ -122,9 +145,15 @@ class Sequential:
         """
         n_inputs = check_positive_int(n_inputs, "n_inputs")
         loss_obj = losses.get(loss) if loss is not None else (self.loss or self._default_loss())
-        units = [layer.units for layer in self.layers]
-        codes = [layer.activation_code for layer in self.layers]
-        net = _core.Net(n_inputs, units, codes, loss_obj.code)
+        net = _core.Net(
+            n_inputs,
+            [layer.units for layer in self.layers],
+            [layer.activation_code for layer in self.layers],
+            loss_obj.code,
+            params=[layer.activation_param for layer in self.layers],
+            no_bias=[not layer.use_bias for layer in self.layers],
+            loss_options=loss_obj.options(self.n_outputs),
+        )
         with self._params_lock.write():
             if self._net is not None and self._net.n_inputs == n_inputs:
                 params = np.empty(self._net.n_params, dtype=np.float32)
@@ -134,6 +163,12 @@ class Sequential:
                 if self.seed is None:
                     self.seed = _random_seed()
                 net.init(INITS.index(self.init), self.seed)
+                # Layers with their own initialisers draw from the same
+                # per-layer streams, so the seed still decides everything.
+                for i, layer in enumerate(self.layers):
+                    if layer.kernel_init is not None or layer.bias_init != 0.0:
+                        init = layer.kernel_init.name if layer.kernel_init else self.init
+                        net.init_layer(i, INITS.index(init), layer.bias_init, self.seed)
                 self._epochs_done = 0
             self._net = net
             self.loss = loss_obj
@@ -162,17 +197,27 @@ class Sequential:
     def n_params(self) -> int:
         return self._require_built().n_params
 
+    def summary(self, print_fn: Callable[[str], Any] | None = print) -> str:
+        """A table of the layers, their output shapes and parameter
+        counts, with the total; printed with `print_fn` (None: not
+        printed) and returned. Parameter counts need a built model."""
+        from .diagnostics import summary
+
+        return summary(self, print_fn)
+
     def get_weights(self) -> list[np.ndarray]:
-        """Copies of every layer's weights (inputs x units) and biases."""
+        """Copies of every layer's weights (inputs x units) and biases
+        (none for a layer with ``use_bias=False``)."""
         net = self._require_built()
         flat = np.empty(net.n_params, dtype=np.float32)
         with self._params_lock.read():
             net.get_params(flat)
         n_in = net.n_inputs
         result = []
-        for units, _, w_off, b_off in net.layers():
+        for (units, _, w_off, b_off), layer in zip(net.layers(), self.layers):
             result.append(flat[w_off : w_off + n_in * units].reshape(n_in, units).copy())
-            result.append(flat[b_off : b_off + units].copy())
+            if layer.use_bias:
+                result.append(flat[b_off : b_off + units].copy())
             n_in = units
         return result
 
@@ -190,8 +235,13 @@ class Sequential:
             if not np.isfinite(array).all():
                 raise ValueError(f"array {i} contains NaN or infinity")
             converted.append(array.ravel())
+        # A layer without biases keeps zeros in their place in the slab.
+        flat = []
+        for layer in self.layers:
+            flat.append(converted.pop(0))
+            flat.append(converted.pop(0) if layer.use_bias else np.zeros(layer.units, np.float32))
         with self._params_lock.write():
-            net.set_params(np.ascontiguousarray(np.concatenate(converted)))
+            net.set_params(np.ascontiguousarray(np.concatenate(flat)))
 
     # ------------------------------------------------------------------
     # Data
@@ -293,6 +343,8 @@ class Sequential:
         if isinstance(loss, losses.CrossEntropy):
             if self.n_outputs < 2:
                 raise ValueError("cross_entropy needs an output layer with at least 2 units")
+            if np.ndim(y) == 2 and np.shape(y)[1] > 1:
+                return as_probabilities(y, self.n_outputs, name)
             return as_labels(y, self.n_outputs, name)
         targets = as_targets(y, self.n_outputs, name)
         if isinstance(loss, losses.BinaryCrossEntropy):
@@ -301,7 +353,25 @@ class Sequential:
                     f"{name} must be in [0, 1] for binary_cross_entropy, got values from "
                     f"{targets.min():g} to {targets.max():g}"
                 )
+        if isinstance(loss, losses.Poisson) and targets.min() < 0:
+            raise ValueError(
+                f"{name} must hold counts >= 0 for the poisson loss, got {targets.min():g}"
+            )
         return targets
+
+    @staticmethod
+    def _check_weights(sample_weight: Any, rows: int) -> np.ndarray | None:
+        """Per-row weights as float32, finite and >= 0, or None."""
+        if sample_weight is None:
+            return None
+        weights = as_vector(sample_weight, "sample_weight")
+        if len(weights) != rows:
+            raise ValueError(
+                f"sample_weight has {len(weights)} values but X has {rows} rows"
+            )
+        if weights.min() < 0:
+            raise ValueError(f"sample_weight must be >= 0, got {weights.min():g}")
+        return weights
 
     @staticmethod
     def _target_args(y: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -329,6 +399,10 @@ class Sequential:
         validation_split: float = 0.0,
         verbose: bool = False,
         distributed: Any = False,
+        callbacks: Sequence[Callback] | None = None,
+        stratify: bool = False,
+        diagnostics: bool = False,
+        sample_weight: Any = None,
     ) -> History:
         """Train by backpropagation.
 
@@ -336,17 +410,25 @@ class Sequential:
         ----------
         X : array-like, shape (n, n_inputs)
         y : array-like
-            Class indices in [0, units) for "cross_entropy"; 0/1 values
-            shaped (n,) or (n, units) for "binary_cross_entropy"; values
-            shaped (n,) or (n, units) for "mse".
+            For "cross_entropy", class indices in [0, units) or class
+            probabilities shaped (n, units) with rows summing to 1; for
+            "binary_cross_entropy", values in [0, 1] shaped (n,) or (n,
+            units) (several units: multi-label); for "poisson", counts >= 0;
+            otherwise values shaped (n,) or (n, units).
         loss : str or Loss
-            "mse", "cross_entropy" or "binary_cross_entropy"; by default
-            inferred from the output activation (softmax: cross-entropy,
-            sigmoid: binary cross-entropy, otherwise mse).
+            "mse", "mae", "huber", "cross_entropy", "binary_cross_entropy"
+            or "poisson", or an object from ``bprop.losses`` with options
+            such as ``CrossEntropy(label_smoothing=0.1)``; by default
+            inferred from the output activation (softmax or log_softmax:
+            cross-entropy, sigmoid: binary cross-entropy, otherwise mse).
         optimizer : str or Optimizer, optional
-            "sgd" (lr 0.01) or an object such as ``bprop.SGD(lr=0.1,
-            momentum=0.9, nesterov=True)``. By default the optimizer of
-            the last fit (kept in saved models), else "sgd".
+            "sgd" (lr 0.01), "adam", "adamw", "rmsprop", "adagrad",
+            "lbfgs" (full batch, needs scipy), or an object such as
+            ``bprop.SGD(lr=0.1, momentum=0.9, nesterov=True)`` or
+            ``bprop.Adam(lr=1e-3, schedule=bprop.schedules.CosineWarmup())``;
+            a learning-rate schedule is given to the optimizer. By
+            default the optimizer of the last fit (kept in saved models,
+            with its state), else "sgd".
         epochs : int
             Passes over the data, >= 0.
         batch_size : int or None
@@ -357,11 +439,12 @@ class Sequential:
             Reshuffle the rows every epoch (seeded).
         seed : int, optional
             Seed of the shuffles and the validation split (and of the
-            initialisation, if the model is not built yet).
+            initialisation, if the model is not built yet); the model's
+            seed when None, so a fit is reproducible from it.
         validation_data : (X_val, y_val), optional
         validation_split : float
-            Fraction of rows, chosen at random, held out for validation
-            when no validation_data is given.
+            Fraction of rows held out for validation when no
+            validation_data is given, never trained on.
         verbose : bool
             Show a progress bar with one step per epoch.
         distributed : bool, MPI communicator or bprop.distributed.DataParallel
@@ -369,12 +452,45 @@ class Sequential:
             mpi4py): every rank passes the same data, takes a shard of
             every batch, and ends with the same parameters. True means
             all ranks of ``MPI.COMM_WORLD``. See docs/distributed.md.
+        callbacks : sequence of bprop.callbacks.Callback, optional
+            Called at the start and end of training, of each epoch and,
+            for those that override the batch methods, of each batch:
+            e.g. ``EarlyStopping``, ``ModelCheckpoint``, ``StopAtLoss``,
+            ``GradientMonitor``.
+        stratify : bool
+            Hold out the validation_split rows class by class, keeping
+            each class's proportion (classification only).
+        diagnostics : bool
+            Record per-layer gradient norms, weight norms, update-to-weight
+            ratios and dead relu fractions each epoch in
+            ``History.diagnostics`` (bprop.diagnostics.LAYER_STATS).
+        sample_weight : array-like, shape (n,), optional
+            A weight >= 0 per row of X, multiplying that row's loss (and
+            gathered with it when the rows are shuffled); the loss stays
+            divided by the number of rows. Validation losses are not
+            weighted.
 
         Returns
         -------
         History
-            "loss" per epoch, and "val_loss" with "val_accuracy" or
-            "val_r2" when there is validation data.
+            Per epoch: "loss" and "accuracy" or "r2" on the training rows,
+            "lr", and "val_loss" with "val_accuracy" or "val_r2" when
+            there is validation data. Also kept as ``model.history``.
+
+        Raises
+        ------
+        DivergenceError
+            When a loss, weight or output becomes NaN or infinite; the
+            message names the epoch, the batch and the layer where it
+            began (also as the attributes ``epoch``, ``batch`` and
+            ``layer``, from 0), and the weights are those of the end of
+            the previous epoch.
+        KeyboardInterrupt
+            On Ctrl-C (SIGINT), after the batch in progress: the model
+            keeps the weights of the last batch trained (an epoch cut
+            short counts as an epoch), and ``model.history`` holds the
+            epochs completed with ``interrupted`` set. A callback's
+            exception ends training in the same way.
         """
         epochs = check_positive_int(epochs, "epochs", allow_zero=True)
         if batch_size is not None:
@@ -385,13 +501,16 @@ class Sequential:
         if optimizer is None:
             optimizer = self.optimizer if self.optimizer is not None else "sgd"
         opt = optimizers.get(optimizer)
-        if not isinstance(opt, SGD):
-            raise ValueError(f"optimizer {opt!r} is not supported by this model")
         plan = as_plan(distributed)
+        if plan is not None and not _distributable(opt):
+            raise ValueError(
+                f"distributed training supports SGD without a schedule or clipping, not {opt!r}"
+            )
 
         x = self._check_x(X)
         targets = self._check_y(y, loss_obj)
         check_same_length(x, targets)
+        weights = self._check_weights(sample_weight, len(x))
 
         x_val = y_val = None
         if validation_data is not None:
@@ -407,18 +526,27 @@ class Sequential:
             y_val = self._check_y(validation_data[1], loss_obj, "y_val")
             check_same_length(x_val, y_val, "X_val", "y_val")
         elif validation_split:
-            if not 0.0 < float(validation_split) < 1.0:
-                raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
-            n_val = int(round(len(x) * float(validation_split)))
-            if n_val < 1 or n_val >= len(x):
+            if stratify and not loss_obj.is_classification:
                 raise ValueError(
-                    f"validation_split={validation_split} leaves no rows for "
-                    f"{'validation' if n_val < 1 else 'training'} out of {len(x)}"
+                    f"stratify=True needs classes; the loss {loss_obj.name!r} is for regression"
                 )
-            order = np.random.default_rng(seed).permutation(len(x))
-            val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
+            _splits.validation_rows(len(x), validation_split)
+            if seed is None and self.seed is None:
+                self.seed = _random_seed()
+            train_rows, val_rows = _splits.split(
+                len(x), validation_split, self.seed if seed is None else seed,
+                targets if stratify else None,
+            )
             x_val, y_val = x[val_rows], targets[val_rows]
             x, targets = x[train_rows], targets[train_rows]
+            if weights is not None:
+                weights = weights[train_rows]
+        elif stratify:
+            raise ValueError("stratify=True needs a validation_split")
+        if plan is not None and (callbacks or diagnostics):
+            raise ValueError(
+                "callbacks and diagnostics are not available with distributed training"
+            )
 
         with self._lock:
             if self._net is None:
@@ -428,13 +556,22 @@ class Sequential:
             elif loss_obj != self.loss:
                 self.build(x.shape[1], loss_obj)
             self.optimizer = opt
+            if weights is not None and (plan is not None or isinstance(opt, optimizers.LBFGS)):
+                raise ValueError(
+                    "sample_weight is not available with distributed training or L-BFGS"
+                )
+            if isinstance(opt, optimizers.LBFGS):
+                if callbacks or diagnostics:
+                    raise ValueError("callbacks and diagnostics are not available with L-BFGS")
+                return lbfgs.fit(self, x, targets, x_val, y_val, opt, epochs, verbose)
             if plan is not None:
                 return distributed_fit(
                     self, x, targets, x_val, y_val, opt, epochs, batch_size, shuffle, seed,
                     verbose, plan,
                 )
             return self._run_epochs(
-                x, targets, x_val, y_val, opt, epochs, batch_size, shuffle, seed, verbose
+                x, targets, x_val, y_val, opt, epochs, batch_size, shuffle, seed, verbose,
+                callbacks=callbacks or (), diagnostics=diagnostics, sample_weight=weights,
             )
 
     def _run_epochs(
@@ -449,62 +586,241 @@ class Sequential:
         shuffle: bool,
         seed: int | None,
         verbose: bool,
+        callbacks: Sequence[Callback] = (),
+        diagnostics: bool = False,
+        sample_weight: np.ndarray | None = None,
     ) -> History:
         net = self._net
         history = History()
+        self.history = history
         y_arg, label_arg = self._target_args(targets)
         batch = len(x) if batch_size is None else min(batch_size, len(x))
+        n_batches = (len(x) + batch - 1) // batch
         shuffle_seed = self.seed if seed is None else seed
         snapshot = np.empty(net.n_params, dtype=np.float32)
         velocity = np.empty(net.n_params, dtype=np.float32)
         after = np.empty(net.n_params, dtype=np.float32)
+        run = OptimizerRun(net, opt, n_batches, epochs)
+
+        metric = self._metric_name()
+        names = ["loss", metric, "lr"]
+        if x_val is not None:
+            names += ["val_loss", f"val_{metric}"]
+        hooks = CallbackList(callbacks, self, {
+            "epochs": epochs, "batches": n_batches, "batch_size": batch,
+            "samples": len(x), "metrics": names,
+        })  # fmt: skip
+        stats = diagnostics or hooks.needs_layer_stats
+        probe = LayerProbe(self, x, targets, shuffle_seed) if stats else None
+        monitor = _core.EpochMonitor(
+            metric=self._running_metric(),
+            on_batch=hooks.batch_hook(n_batches, batch, len(x)) if hooks.wants_batches else None,
+            layer_stats=stats,
+        )
+        self.stop_training = False
+        values: dict[str, Any] = {}
 
         bar = tqdm(total=epochs, disable=not verbose, unit="epoch", desc="train")
         try:
+            hooks.on_train_begin()
             for epoch in range(epochs):
+                hooks.on_epoch_begin(epoch)
+                if self.stop_training:
+                    break
                 # Predictions in other threads wait for the end of the epoch, so
                 # they never see the weights halfway through it.
                 with self._params_lock.write():
                     net.get_params(snapshot)
                     net.get_velocity(velocity)
+                    run.save()
+                    stream = self._epochs_done
+                    stage = "epoch"
                     try:
-                        loss = net.train_epoch(
-                            x, y_arg, label_arg, batch, shuffle, shuffle_seed,
-                            self._epochs_done, opt.lr, opt.momentum, opt.nesterov, opt.l2,
+                        loss = self._train_one_epoch(
+                            net, x, y_arg, label_arg, batch, shuffle, shuffle_seed, stream, opt,
+                            monitor, sample_weight,
                         )
                         # NOTE: the C core checks only the loss, which stays finite
                         # when saturated units hide infinite weights; the epoch has
                         # diverged all the same.
+                        stage = "weights"
                         net.get_params(after)
                         if not np.isfinite(after).all():
                             raise DivergenceError("the weights became NaN or infinite")
                         net.get_velocity(after)
                         if not np.isfinite(after).all():
                             raise DivergenceError("the momentum became NaN or infinite")
-                        values = {"loss": loss}
+                        run.check_finite()
+                        # Outputs that overflow on the validation rows are a
+                        # divergence too (DivergenceError from the C core).
+                        stage = "outputs"
+                        values = {"loss": loss, metric: self._training_metric(monitor, x, targets)}
                         if x_val is not None:
-                            # Outputs that overflow on the validation rows are a
-                            # divergence too (DivergenceError from the C core).
                             values.update(self._evaluate_arrays(x_val, y_val, prefix="val_"))
                     except DivergenceError as exc:
+                        where = self._divergence_site(exc, stage, n_batches, x, targets, x_val,
+                                                      y_val)
                         # The momentum is restored too: a diverged one would wreck
                         # the next fit() even at a smaller learning rate.
                         net.set_params(snapshot)
                         net.set_velocity(velocity)
-                        raise DivergenceError(
-                            f"training diverged in epoch {epoch + 1}: {exc}. The weights "
+                        run.restore()
+                        if stage == "weights":
+                            where = self._replay_divergence(
+                                exc, n_batches, x, y_arg, label_arg, batch, shuffle,
+                                shuffle_seed, stream, opt, sample_weight,
+                            )
+                        error = DivergenceError(
+                            f"training diverged in epoch {epoch + 1}, {where[0]}. The weights "
                             "were restored to the end of the previous epoch. Try a smaller "
                             "learning rate, scaling the inputs (e.g. to zero mean and unit "
                             "variance), or a smaller momentum."
-                        ) from None
+                        )
+                        error.epoch, error.batch, error.layer = epoch, where[1], where[2]
+                        raise error from None
+                    except BaseException:
+                        self._keep_cut_epoch(net, monitor, snapshot, velocity, after, run)
+                        raise
                     self._epochs_done += 1
-                    self._steps_done += (len(x) + batch - 1) // batch
+                    self._steps_done += monitor.batches
+                run.end_epoch(values)
+                if probe is not None:
+                    values["layers"] = probe.epoch_stats(monitor)
                 history.record(epoch, values)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+                bar.set_postfix(
+                    {k: f"{v:.4g}" for k, v in values.items() if k in names}, refresh=False
+                )
                 bar.update(1)
+                hooks.on_epoch_end(epoch, values)
+                if self.stop_training:
+                    break
+            hooks.on_train_end(values)
+        except KeyboardInterrupt:
+            history.interrupted = True
+            raise
         finally:
             bar.close()
         return history
+
+    def _train_one_epoch(
+        self, net: Any, x: np.ndarray, y_arg: np.ndarray | None, label_arg: np.ndarray | None,
+        batch: int, shuffle: bool, shuffle_seed: int, stream: int, opt: CoreOptimizer,
+        monitor: Any, weights: np.ndarray | None = None,
+    ) -> float:
+        """One epoch of `net` (the model's, or a clone replaying one);
+        `weights` are the rows' sample weights, or None."""
+        return net.train_epoch_opt(
+            x, y_arg, label_arg, batch, shuffle, shuffle_seed, stream, opt.config(),
+            opt.schedule_config(), monitor, weights=weights,
+        )
+
+    def _running_metric(self) -> str | None:
+        """The metric the epoch monitor can add up from the batches'
+        outputs, or None for losses whose outputs it cannot read."""
+        return {
+            losses.CrossEntropy: "argmax",
+            losses.BinaryCrossEntropy: "sign",
+            losses.MeanSquaredError: "r2",
+            losses.MeanAbsoluteError: "r2",
+            losses.Huber: "r2",
+        }.get(type(self.loss))
+
+    def _training_metric(self, monitor: Any, x: np.ndarray, targets: np.ndarray) -> float:
+        """The epoch's running metric, or one prediction pass when the
+        monitor has none."""
+        value = monitor.metric_value()
+        if value is None:
+            value = self._evaluate_arrays(x, targets)[self._metric_name()]
+        return value
+
+    def _divergence_site(
+        self, exc: DivergenceError, stage: str, n_batches: int, x: np.ndarray,
+        targets: np.ndarray, x_val: np.ndarray | None, y_val: np.ndarray | None,
+    ) -> tuple[str, int | None, int | None]:
+        """Where an epoch diverged, read from the network as it diverged:
+        (words naming the batch and layer, batch, layer), both from 0."""
+        if stage == "epoch":
+            # The C core stopped before the update of the batch it names, so
+            # the network holds the weights that batch saw.
+            batch, layer = getattr(exc, "batch", None), getattr(exc, "layer", None)
+            if batch is None:
+                return str(exc), None, None
+            loss_words = f"the loss was {getattr(exc, 'loss', float('nan')):g}"
+            bad = first_bad_parameters(self._net)
+            if bad is not None and batch > 0:
+                return self._bad_update(batch - 1, n_batches, *bad,
+                                        f"; {loss_words} in the next batch")
+            where = f"batch {batch + 1} of {n_batches}"
+            if layer is None:
+                return f"{where}: {loss_words} with finite outputs", batch, None
+            return (
+                f"{where}, {layer_name(self, layer)}: its output was the first to overflow to "
+                f"NaN or infinity, and {loss_words}", batch, layer,
+            )
+        if stage == "outputs":
+            rows = "validation" if x_val is not None else "training"
+            data = (x_val, y_val) if x_val is not None else (x, targets)
+            layer = first_bad_layer(self._net, *data)
+            named = f", {layer_name(self, layer)}" if layer is not None else ""
+            return (
+                f"after its last batch ({n_batches} of {n_batches}){named}: the outputs on the "
+                f"{rows} rows overflowed to NaN or infinity", n_batches - 1, layer,
+            )
+        return str(exc), None, None
+
+    def _bad_update(
+        self, batch: int, n_batches: int, layer: int, bad_gradient: bool, tail: str = ""
+    ) -> tuple[str, int, int]:
+        cause = (
+            "its gradient was NaN or infinite" if bad_gradient
+            else "its gradient was finite, so the step was too large"
+        )
+        return (
+            f"batch {batch + 1} of {n_batches}, {layer_name(self, layer)}: the update made its "
+            f"weights or momentum NaN or infinite ({cause}){tail}", batch, layer,
+        )
+
+    def _replay_divergence(
+        self, exc: DivergenceError, n_batches: int, x: np.ndarray, y_arg: np.ndarray | None,
+        label_arg: np.ndarray | None, batch: int, shuffle: bool, shuffle_seed: int,
+        stream: int, opt: Any, weights: np.ndarray | None = None,
+    ) -> tuple[str, int | None, int | None]:
+        """Where the weights of a restored epoch first became NaN or
+        infinite, found by training a clone through it again (the same
+        batches give the same results) and checking after every batch;
+        `weights` are the rows' sample weights, or None."""
+        twin = self._net.clone()
+        monitor = _core.EpochMonitor(check_every=-1.0, stop_on_bad_params=True)
+        try:
+            self._train_one_epoch(twin, x, y_arg, label_arg, batch, shuffle, shuffle_seed,
+                                  stream, opt, monitor, weights)
+        except DivergenceError as again:
+            return f"in a batch that diverged differently on a second run: {again}", None, None
+        if monitor.bad_layer is None:
+            return f"in a batch that could not be found again: {exc}", None, None
+        return self._bad_update(
+            monitor.batches - 1, n_batches, monitor.bad_layer, monitor.bad_gradient
+        )
+
+    def _keep_cut_epoch(
+        self, net: Any, monitor: Any, snapshot: np.ndarray, velocity: np.ndarray,
+        scratch: np.ndarray, run: OptimizerRun,
+    ) -> None:
+        """After an exception (Ctrl-C, a callback's) ended an epoch early:
+        keeps the batches it trained, counted as an epoch, when they left
+        the parameters finite; otherwise goes back to the epoch's start."""
+        net.get_params(scratch)
+        if np.array_equal(scratch, snapshot):
+            return
+        finite = bool(np.isfinite(scratch).all())
+        net.get_velocity(scratch)
+        if finite and np.isfinite(scratch).all():
+            self._epochs_done += 1
+            self._steps_done += monitor.batches
+        else:
+            net.set_params(snapshot)
+            net.set_velocity(velocity)
+            run.restore()
 
     # ------------------------------------------------------------------
     # Inference
@@ -529,20 +845,26 @@ class Sequential:
         return out
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities: softmax rows for cross-entropy, sigmoid
-        outputs for binary cross-entropy, shape (n, units)."""
+        """Class probabilities: softmax rows for cross-entropy (also after a
+        log_softmax output layer), sigmoid outputs for binary
+        cross-entropy, shape (n, units)."""
         self._require_built()
         if not self.loss.is_classification:
             raise ValueError("predict_proba needs a classification loss; this model uses "
                              f"{self.loss.name!r}, use predict()")
-        return self._outputs(self._check_x(X))
+        out = self._outputs(self._check_x(X))
+        if self.layers[-1].activation == "log_softmax":
+            # The C core returns what the layer declares: log-probabilities.
+            np.exp(out, out=out)
+        return out
 
     def predict(self, X: Any) -> np.ndarray:
         """Predictions for each row of X.
 
         Class indices for cross-entropy; 0/1 per output for binary
-        cross-entropy; output values for mse. A model with one output
-        returns shape (n,), otherwise (n, units).
+        cross-entropy; the rate exp(output) for poisson; output values for
+        the other losses. A model with one output returns shape (n,),
+        otherwise (n, units).
         """
         self._require_built()
         out = self._outputs(self._check_x(X))
@@ -562,33 +884,43 @@ class Sequential:
             out = (out > 0.5).astype(np.int64)
         return out[:, 0] if out.shape[1] == 1 else out
 
-    def _evaluate_arrays(self, x: np.ndarray, targets: np.ndarray, prefix: str = "") -> dict:
+    def _evaluate_arrays(
+        self, x: np.ndarray, targets: np.ndarray, prefix: str = "",
+        weights: np.ndarray | None = None,
+    ) -> dict:
         y_arg, label_arg = self._target_args(targets)
         out = np.empty((len(x), self.n_outputs), dtype=np.float32)
         with self._params_lock.read():
             ws = self._workspace()
-            loss = ws.net.evaluate(ws, x, y_arg, label_arg)
+            loss = ws.net.evaluate(ws, x, y_arg, label_arg, weights)
             ws.net.predict(ws, out, x)
         predicted = self._decide(out)
-        truth = targets if targets.dtype == np.int32 or targets.shape[1] > 1 else targets[:, 0]
+        if isinstance(self.loss, losses.CrossEntropy) and targets.dtype != np.int32:
+            truth = targets.argmax(axis=1)  # class probabilities
+        elif targets.dtype == np.int32 or targets.shape[1] > 1:
+            truth = targets
+        else:
+            truth = targets[:, 0]
         if self.loss.is_classification:
             metric = metrics.accuracy(truth, predicted)
         else:
             metric = metrics.r2_score(truth, predicted)
         return {f"{prefix}loss": loss, f"{prefix}{self._metric_name()}": metric}
 
-    def evaluate(self, X: Any, y: Any) -> dict[str, float]:
+    def evaluate(self, X: Any, y: Any, sample_weight: Any = None) -> dict[str, float]:
         """The mean loss and the metric on (X, y).
 
         Returns ``{"loss": ..., "accuracy": ...}`` for classification and
-        ``{"loss": ..., "r2": ...}`` for regression.
+        ``{"loss": ..., "r2": ...}`` for regression. With ``sample_weight``
+        the loss is weighted as in ``fit``; the metric is not.
         """
         self._require_built()
         x = self._check_x(X)
         targets = self._check_y(y, self.loss)
         check_same_length(x, targets)
+        weights = self._check_weights(sample_weight, len(x))
         try:
-            return self._evaluate_arrays(x, targets)
+            return self._evaluate_arrays(x, targets, weights=weights)
         except DivergenceError as exc:
             raise _not_finite(exc) from None
 
@@ -623,7 +955,9 @@ class Sequential:
 
         Needs the ``onnx`` package (``pip install bprop[onnx]``). The
         graph takes float32 rows and returns what ``predict_proba`` (or,
-        for regression, ``predict``) returns, shaped (n, units).
+        for regression, ``predict``) returns, shaped (n, units), except
+        after a log_softmax output layer: then the log-probabilities.
+        gelu needs opset 20, which the graph then declares.
         """
         from .onnx_export import export
 
@@ -633,7 +967,7 @@ class Sequential:
         if self._net is not None:
             return {"model_file": self.to_bytes()}
         return {
-            "layers": [(layer.units, layer.activation) for layer in self.layers],
+            "layers": [layer.config() for layer in self.layers],
             "seed": self.seed,
             "init": self.init,
             "class_labels": self._class_labels,
@@ -647,7 +981,10 @@ class Sequential:
 
             self.__dict__.update(model_file.from_bytes(state["model_file"]).__dict__)
             return
-        layers = [Dense(units, activation=act) for units, act in state["layers"]]
+        layers = [
+            Dense.from_config(layer) if isinstance(layer, dict) else Dense(*layer)
+            for layer in state["layers"]
+        ]
         self.__init__(layers, seed=state["seed"], init=state["init"])
         self._class_labels = state["class_labels"]
         self._input_scaling = state["input_scaling"]

@@ -6,9 +6,10 @@ file's sections and back.
 
 Design decisions:
 - The file holds everything that decides the next epoch: parameters,
-  momentum, optimizer settings, the seed and the epoch counter that
-  keys the shuffles. Training that resumes from a file gives the same
-  bits as training that never stopped.
+  the optimizer's settings, state slabs and update counter, its
+  learning-rate schedule (with a plateau schedule's state), the seed and
+  the epoch counter that keys the shuffles. Training that resumes from
+  a file gives the same bits as training that never stopped.
 - Floats the file keeps as float32 (the optimizer settings) come back as
   the shortest decimal that rounds to the same float32, so that
   ``SGD(lr=0.05)`` reads back as 0.05; the C core trains with the
@@ -23,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, losses
-from .layers import ACTIVATIONS, Dense
+from . import _core, activations, losses, optimizers
+from .layers import Dense
 from .model import INITS, Sequential, _random_seed
-from .optimizers import SGD
+from .optimizers import CoreOptimizer
 
 ModelFormatError = _core.ModelFormatError
 
@@ -41,9 +42,9 @@ def _state(model: Sequential) -> dict[str, Any]:
         "rng": (model.seed, INITS.index(model.init), model._epochs_done),
         "metadata": dict(model.metadata),
     }
-    if isinstance(model.optimizer, SGD):
-        opt = model.optimizer
-        state["optimizer"] = (opt.lr, opt.momentum, opt.nesterov, opt.l2)
+    if isinstance(model.optimizer, CoreOptimizer):
+        state["optimizer"] = model.optimizer.config()
+        state["schedule"] = model.optimizer.schedule_config()
     labels = model.class_labels
     if labels is not None:
         if labels.dtype.kind == "i":
@@ -57,31 +58,23 @@ def _state(model: Sequential) -> dict[str, Any]:
     return state
 
 
-def _float32_value(value: float) -> float:
-    """The shortest decimal that rounds to the same float32 as `value`."""
-    return float(str(np.float32(value)))
-
-
 def _model(net: Any, state: dict[str, Any]) -> Sequential:
     """A Sequential around a network read from a file, with its state."""
-    layers = [Dense(units, activation=ACTIVATIONS[code]) for units, code, _, _ in net.layers()]
+    layers = [
+        Dense(units, activation=activations.from_code(code, param), use_bias=has_bias)
+        for (units, code, _, _), (param, has_bias) in zip(net.layers(), net.layer_options())
+    ]
     seed, init, stream = state.get("rng", (_random_seed(), 0, None))
     epochs, steps = state.get("progress", (0, 0))
     model = Sequential(layers, seed=seed, init=INITS[init])
     model._net = net
-    model.loss = losses.get(_core.LOSSES[net.loss])
+    model.loss = losses.from_options(net.loss_options())
     # The shuffle stream decides the next epoch's order; a file without
     # one falls back to the epoch count.
     model._epochs_done = epochs if stream is None else stream
     model._steps_done = steps
     if "optimizer" in state:
-        lr, momentum, nesterov, l2 = state["optimizer"]
-        model.optimizer = SGD(
-            lr=_float32_value(lr),
-            momentum=_float32_value(momentum),
-            nesterov=nesterov,
-            l2=_float32_value(l2),
-        )
+        model.optimizer = optimizers.from_config(state["optimizer"], state.get("schedule"))
     if "labels" in state:
         kind, values = state["labels"]
         dtype = {"int": np.int64, "float": np.float64, "str": str}[kind]

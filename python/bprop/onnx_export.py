@@ -1,15 +1,19 @@
 """Export a Sequential model to ONNX, for inference in other runtimes.
 
 Design decisions:
-- Each dense layer is one Gemm node (x @ W + b) followed by its
-  activation's node; identity adds none.
-- With a fused loss the graph ends as ``predict_proba`` does: Softmax
-  after cross-entropy, Sigmoid after binary cross-entropy. The output is
-  what bprop's C predict returns, shaped (batch, units).
+- Each dense layer is one Gemm node (x @ W + b, or x @ W without
+  biases) followed by its activation's node; identity adds none, and
+  silu, which ONNX lacks, is x * Sigmoid(x).
+- With a fused loss the graph ends as bprop's C predict does: Softmax
+  after cross-entropy (LogSoftmax after a log_softmax output layer),
+  Sigmoid after binary cross-entropy, and Exp after poisson, whose
+  output is the log of the rate. The output is what bprop's C predict
+  returns, shaped (batch, units).
 - A model with ``input_scaling`` starts with (x - mean) / scale in
   double, as bprop computes it, then casts to float.
-- Opset 13 and IR version 7: the oldest pair with Softmax over one axis,
-  which most runtimes read.
+- Opset 13 and IR version 7, the oldest pair with Softmax over one axis,
+  which most runtimes read; opset 20 and IR version 9 when a layer uses
+  gelu, whose operator appeared in opset 20.
 """
 
 from __future__ import annotations
@@ -24,14 +28,25 @@ if TYPE_CHECKING:
 
 OPSET = 13
 IR_VERSION = 7
+#: The opset and IR version of a graph that uses Gelu.
+GELU_OPSET = 20
+GELU_IR_VERSION = 9
 
-#: The ONNX operator of each activation bprop has; None: no node.
+#: The ONNX operator of each activation bprop has; None: no node. silu is
+#: the pair Sigmoid, Mul.
 ONNX_ACTIVATIONS: dict[str, str | None] = {
     "identity": None,
     "relu": "Relu",
     "sigmoid": "Sigmoid",
     "tanh": "Tanh",
     "softmax": "Softmax",
+    "leaky_relu": "LeakyRelu",
+    "elu": "Elu",
+    "gelu": "Gelu",
+    "gelu_tanh": "Gelu",
+    "silu": "Sigmoid",
+    "softplus": "Softplus",
+    "log_softmax": "LogSoftmax",
 }
 
 
@@ -45,11 +60,26 @@ def _import_onnx() -> Any:
     return onnx
 
 
-def _activation_node(helper: Any, name: str, source: str, target: str) -> Any:
+def _activation_nodes(
+    helper: Any, name: str, param: float, source: str, target: str
+) -> list[Any]:
+    """The nodes computing activation `name` (with its parameter) from
+    `source` into `target`."""
     op = ONNX_ACTIVATIONS[name]
-    if op == "Softmax":
-        return helper.make_node(op, [source], [target], axis=1)
-    return helper.make_node(op, [source], [target])
+    if op in ("Softmax", "LogSoftmax"):
+        return [helper.make_node(op, [source], [target], axis=1)]
+    if name in ("leaky_relu", "elu"):
+        return [helper.make_node(op, [source], [target], alpha=param)]
+    if op == "Gelu":
+        approximate = "tanh" if name == "gelu_tanh" else "none"
+        return [helper.make_node(op, [source], [target], approximate=approximate)]
+    if name == "silu":
+        gate = f"{target}_sigmoid"
+        return [
+            helper.make_node("Sigmoid", [source], [gate]),
+            helper.make_node("Mul", [source, gate], [target]),
+        ]
+    return [helper.make_node(op, [source], [target])]
 
 
 def build(model: Sequential) -> Any:
@@ -82,26 +112,32 @@ def build(model: Sequential) -> Any:
         ]
         x = "scaled"
 
-    weights = model.get_weights()
+    weights = iter(model.get_weights())
     last = len(model.layers) - 1
     for i, layer in enumerate(model.layers):
-        w, b = weights[2 * i], weights[2 * i + 1]
-        inits += [
-            numpy_helper.from_array(w, f"dense{i}_weight"),
-            numpy_helper.from_array(b, f"dense{i}_bias"),
-        ]
+        inits.append(numpy_helper.from_array(next(weights), f"dense{i}_weight"))
+        inputs = [x, f"dense{i}_weight"]
+        if layer.use_bias:
+            inits.append(numpy_helper.from_array(next(weights), f"dense{i}_bias"))
+            inputs.append(f"dense{i}_bias")
         z = f"dense{i}_linear"
-        nodes.append(helper.make_node("Gemm", [x, f"dense{i}_weight", f"dense{i}_bias"], [z]))
+        nodes.append(helper.make_node("Gemm", inputs, [z]))
         act = layer.activation
         if i == last and isinstance(model.loss, losses.CrossEntropy):
-            act = "softmax"
+            act = "log_softmax" if act == "log_softmax" else "softmax"
         elif i == last and isinstance(model.loss, losses.BinaryCrossEntropy):
             act = "sigmoid"
         if ONNX_ACTIVATIONS[act] is not None:
-            nodes.append(_activation_node(helper, act, z, f"dense{i}_{act}"))
-            z = f"dense{i}_{act}"
+            target = f"dense{i}_{act}"
+            nodes += _activation_nodes(helper, act, layer.activation_param, z, target)
+            z = target
         x = z
+    if isinstance(model.loss, losses.Poisson):
+        # The network's output is the log of the rate; predict gives the rate.
+        nodes.append(helper.make_node("Exp", [x], ["rate"]))
+        x = "rate"
     nodes.append(helper.make_node("Identity", [x], ["output"]))
+    uses_gelu = any(layer.activation in ("gelu", "gelu_tanh") for layer in model.layers)
 
     graph = helper.make_graph(
         nodes,
@@ -115,9 +151,11 @@ def build(model: Sequential) -> Any:
         initializer=inits,
     )
     proto = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="bprop"
+        graph,
+        opset_imports=[helper.make_opsetid("", GELU_OPSET if uses_gelu else OPSET)],
+        producer_name="bprop",
     )
-    proto.ir_version = IR_VERSION
+    proto.ir_version = GELU_IR_VERSION if uses_gelu else IR_VERSION
     for key, value in model.metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,9 +110,10 @@ def train_many(
         Kernel threads of each fit (1 by default). The thread count of
         the caller and of other threads does not change.
     on_error : str
-        "raise": after the running fits end, raise the first failure (in
-        job order) and start no more. "keep": train every job and leave
-        a failure's exception in its result's ``error``.
+        "raise": raise the first failure (in job order) once the fits
+        already running end; jobs not yet started are dropped. "keep":
+        train every job and leave a failure's exception in its result's
+        ``error``.
     verbose : bool
         A progress bar counting finished models.
     **fit_kwargs
@@ -157,17 +158,12 @@ def train_many(
         for i, future in enumerate(futures):
             results[i] = future.result()
             if results[i].error is not None and on_error == "raise":
-                _cancel(futures)
                 raise results[i].error
     finally:
-        pool.shutdown(wait=True)
+        # Jobs not yet started are dropped; running fits end first.
+        pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     return [result for result in results if result is not None]
-
-
-def _cancel(futures: list[Future]) -> None:
-    for future in futures:
-        future.cancel()
 
 
 def _as_jobs(

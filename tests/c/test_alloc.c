@@ -44,9 +44,10 @@ enum { N = 512, INPUTS = 64, CLASSES = 10, BATCH = 32 };
 
 int main(void)
 {
-    bp_layer_spec layers[] = {{128, BP_ACTIVATION_RELU},
-                              {64, BP_ACTIVATION_TANH},
-                              {CLASSES, BP_ACTIVATION_IDENTITY}};
+    bp_layer_spec layers[] = {
+        {.units = 128, .activation = BP_ACTIVATION_RELU},
+        {.units = 64, .activation = BP_ACTIVATION_TANH},
+        {.units = CLASSES, .activation = BP_ACTIVATION_IDENTITY}};
     bp_sgd_config sgd = {.lr = 0.01f, .momentum = 0.9f, .nesterov = 1};
     float *x = malloc(sizeof(float) * N * INPUTS);
     float *out = malloc(sizeof(float) * N * CLASSES);

@@ -98,8 +98,9 @@ static bp_net *trained_net(void)
 {
     static const float x[] = {0.5f, -1, 2, 1, 0.25f, -0.5f, -2, 1, 0};
     static const int32_t labels[] = {0, 1, 1};
-    bp_layer_spec layers[] = {{4, BP_ACTIVATION_TANH},
-                              {2, BP_ACTIVATION_IDENTITY}};
+    bp_layer_spec layers[] = {
+        {.units = 4, .activation = BP_ACTIVATION_TANH},
+        {.units = 2, .activation = BP_ACTIVATION_IDENTITY}};
     bp_sgd_config sgd = {0.1f, 0.9f, 1, 1e-3f};
     bp_net *net;
     double loss;
@@ -240,7 +241,8 @@ static void test_label_kinds(void)
 {
     static const int64_t ints[] = {-3, 9000000000LL};
     static const double floats[] = {0.5, -1e300};
-    bp_layer_spec layers[] = {{1, BP_ACTIVATION_SIGMOID}};
+    bp_layer_spec layers[] = {
+        {.units = 1, .activation = BP_ACTIVATION_SIGMOID}};
     bp_net *net, *back;
     bp_model_extras *ex, *got;
     size_t size;

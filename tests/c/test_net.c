@@ -15,6 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A layer spec for the case tables: SPEC(5, TANH). */
+#define SPEC(n, act) {.units = (n), .activation = BP_ACTIVATION_##act}
+
 static int failures = 0;
 
 static void check(int ok, const char *what)
@@ -133,7 +136,8 @@ static void expect_create_fails(int64_t n_inputs, const bp_layer_spec *l,
                                 int n_layers, bp_loss loss,
                                 const char *needle, const char *what)
 {
-    const bp_layer_spec one = {1, BP_ACTIVATION_IDENTITY};
+    const bp_layer_spec one = {.units = 1,
+                               .activation = BP_ACTIVATION_IDENTITY};
     bp_net *old = make_net(1, &one, 1, BP_LOSS_MSE, 0);
     bp_net *net = old;
 
@@ -147,26 +151,36 @@ static void expect_create_fails(int64_t n_inputs, const bp_layer_spec *l,
 
 static void test_create_errors(void)
 {
-    const bp_layer_spec ok[] = {{5, BP_ACTIVATION_TANH},
-                                {3, BP_ACTIVATION_IDENTITY}};
-    const bp_layer_spec no_units[] = {{0, BP_ACTIVATION_TANH},
-                                      {3, BP_ACTIVATION_IDENTITY}};
-    const bp_layer_spec soft_hidden[] = {{5, BP_ACTIVATION_SOFTMAX},
-                                         {3, BP_ACTIVATION_IDENTITY}};
-    const bp_layer_spec soft_out[] = {{5, BP_ACTIVATION_TANH},
-                                      {3, BP_ACTIVATION_SOFTMAX}};
-    const bp_layer_spec relu_out[] = {{5, BP_ACTIVATION_TANH},
-                                      {3, BP_ACTIVATION_RELU}};
-    const bp_layer_spec tanh_out[] = {{5, BP_ACTIVATION_TANH},
-                                      {3, BP_ACTIVATION_TANH}};
-    const bp_layer_spec bad_act[] = {{5, (bp_activation)42},
-                                     {3, BP_ACTIVATION_IDENTITY}};
-    const bp_layer_spec huge_hidden[] = {{INT64_MAX, BP_ACTIVATION_TANH},
-                                         {3, BP_ACTIVATION_IDENTITY}};
-    const bp_layer_spec huge_out[] = {{5, BP_ACTIVATION_TANH},
-                                      {INT64_MAX, BP_ACTIVATION_IDENTITY}};
-    const bp_layer_spec huge_product[] = {{1ll << 40, BP_ACTIVATION_TANH},
-                                          {1ll << 40, BP_ACTIVATION_TANH}};
+    const bp_layer_spec ok[] = {
+        {.units = 5, .activation = BP_ACTIVATION_TANH},
+        {.units = 3, .activation = BP_ACTIVATION_IDENTITY}};
+    const bp_layer_spec no_units[] = {
+        {.units = 0, .activation = BP_ACTIVATION_TANH},
+        {.units = 3, .activation = BP_ACTIVATION_IDENTITY}};
+    const bp_layer_spec soft_hidden[] = {
+        {.units = 5, .activation = BP_ACTIVATION_SOFTMAX},
+        {.units = 3, .activation = BP_ACTIVATION_IDENTITY}};
+    const bp_layer_spec soft_out[] = {
+        {.units = 5, .activation = BP_ACTIVATION_TANH},
+        {.units = 3, .activation = BP_ACTIVATION_SOFTMAX}};
+    const bp_layer_spec relu_out[] = {
+        {.units = 5, .activation = BP_ACTIVATION_TANH},
+        {.units = 3, .activation = BP_ACTIVATION_RELU}};
+    const bp_layer_spec tanh_out[] = {
+        {.units = 5, .activation = BP_ACTIVATION_TANH},
+        {.units = 3, .activation = BP_ACTIVATION_TANH}};
+    const bp_layer_spec bad_act[] = {
+        {.units = 5, .activation = (bp_activation)42},
+        {.units = 3, .activation = BP_ACTIVATION_IDENTITY}};
+    const bp_layer_spec huge_hidden[] = {
+        {.units = INT64_MAX, .activation = BP_ACTIVATION_TANH},
+        {.units = 3, .activation = BP_ACTIVATION_IDENTITY}};
+    const bp_layer_spec huge_out[] = {
+        {.units = 5, .activation = BP_ACTIVATION_TANH},
+        {.units = INT64_MAX, .activation = BP_ACTIVATION_IDENTITY}};
+    const bp_layer_spec huge_product[] = {
+        {.units = 1ll << 40, .activation = BP_ACTIVATION_TANH},
+        {.units = 1ll << 40, .activation = BP_ACTIVATION_TANH}};
     const bp_loss mse = BP_LOSS_MSE, ce = BP_LOSS_CROSS_ENTROPY;
 
     expect_create_fails(0, ok, 2, mse, "'n_inputs'", "n_inputs 0");
@@ -199,10 +213,11 @@ static void test_create_errors(void)
 
 static void test_layout(void)
 {
-    const bp_layer_spec layers[] = {{5, BP_ACTIVATION_TANH},
-                                    {4, BP_ACTIVATION_SOFTMAX}};
+    const bp_layer_spec layers[] = {
+        {.units = 5, .activation = BP_ACTIVATION_TANH},
+        {.units = 4, .activation = BP_ACTIVATION_SOFTMAX}};
     bp_net *net = NULL;
-    bp_layer_spec spec = {0, BP_ACTIVATION_IDENTITY};
+    bp_layer_spec spec = {.units = 0, .activation = BP_ACTIVATION_IDENTITY};
     int64_t w = -1, b = -1;
     int zero = 1;
 
@@ -283,9 +298,10 @@ static void check_limits(const bp_net *net, bp_init init, const char *name)
 
 static void test_init(void)
 {
-    const bp_layer_spec layers[] = {{30, BP_ACTIVATION_RELU},
-                                    {10, BP_ACTIVATION_TANH},
-                                    {3, BP_ACTIVATION_IDENTITY}};
+    const bp_layer_spec layers[] = {
+        {.units = 30, .activation = BP_ACTIVATION_RELU},
+        {.units = 10, .activation = BP_ACTIVATION_TANH},
+        {.units = 3, .activation = BP_ACTIVATION_IDENTITY}};
     bp_net *a = make_net(20, layers, 3, BP_LOSS_MSE, 7);
     bp_net *b = make_net(20, layers, 3, BP_LOSS_MSE, 7);
     bp_net *c = make_net(20, layers, 3, BP_LOSS_MSE, 8);
@@ -301,7 +317,7 @@ static void test_init(void)
     check(bp_net_velocity(c)[3] == 0.0f, "init zeroes the velocity");
     require(bp_net_init(c, BP_INIT_GLOROT, 7), "bp_net_init glorot");
     check_limits(c, BP_INIT_GLOROT, "glorot");
-    expect_invalid(bp_net_init(c, (bp_init)5, 7), "'init'",
+    expect_invalid(bp_net_init(c, (bp_init)42, 7), "'init'",
                    "unknown init");
 
     bp_net_free(a);
@@ -391,27 +407,27 @@ static void test_gradients(void)
         bp_loss loss;
     } cases[] = {
         {"mse, tanh output",
-         {{5, BP_ACTIVATION_TANH}, {4, BP_ACTIVATION_TANH}}, 2, BP_LOSS_MSE},
+         {SPEC(5, TANH), SPEC(4, TANH)}, 2, BP_LOSS_MSE},
         {"mse, sigmoid hidden, identity output",
-         {{5, BP_ACTIVATION_SIGMOID}, {4, BP_ACTIVATION_IDENTITY}}, 2,
+         {SPEC(5, SIGMOID), SPEC(4, IDENTITY)}, 2,
          BP_LOSS_MSE},
         {"cross-entropy, softmax output",
-         {{5, BP_ACTIVATION_TANH}, {4, BP_ACTIVATION_SOFTMAX}}, 2,
+         {SPEC(5, TANH), SPEC(4, SOFTMAX)}, 2,
          BP_LOSS_CROSS_ENTROPY},
         {"cross-entropy, identity output",
-         {{5, BP_ACTIVATION_SIGMOID}, {4, BP_ACTIVATION_IDENTITY}}, 2,
+         {SPEC(5, SIGMOID), SPEC(4, IDENTITY)}, 2,
          BP_LOSS_CROSS_ENTROPY},
         {"binary cross-entropy, sigmoid output",
-         {{5, BP_ACTIVATION_TANH}, {4, BP_ACTIVATION_SIGMOID}}, 2,
+         {SPEC(5, TANH), SPEC(4, SIGMOID)}, 2,
          BP_LOSS_BINARY_CROSS_ENTROPY},
         {"mse, 3-5-6-4",
-         {{5, BP_ACTIVATION_TANH}, {6, BP_ACTIVATION_SIGMOID},
-          {4, BP_ACTIVATION_IDENTITY}}, 3, BP_LOSS_MSE},
+         {SPEC(5, TANH), SPEC(6, SIGMOID),
+          SPEC(4, IDENTITY)}, 3, BP_LOSS_MSE},
         {"cross-entropy, 3-6-5-4",
-         {{6, BP_ACTIVATION_SIGMOID}, {5, BP_ACTIVATION_TANH},
-          {4, BP_ACTIVATION_SOFTMAX}}, 3, BP_LOSS_CROSS_ENTROPY},
+         {SPEC(6, SIGMOID), SPEC(5, TANH),
+          SPEC(4, SOFTMAX)}, 3, BP_LOSS_CROSS_ENTROPY},
         {"binary cross-entropy, one layer 3-4",
-         {{4, BP_ACTIVATION_IDENTITY}}, 1, BP_LOSS_BINARY_CROSS_ENTROPY},
+         {SPEC(4, IDENTITY)}, 1, BP_LOSS_BINARY_CROSS_ENTROPY},
     };
 
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -460,7 +476,7 @@ static void reference_predict(double *out, const bp_net *net,
     const float *p = bp_net_params_const(net);
     int64_t n_in = bp_net_n_inputs(net);
     double in[64], z[64];
-    bp_layer_spec spec = {0, BP_ACTIVATION_IDENTITY};
+    bp_layer_spec spec = {.units = 0, .activation = BP_ACTIVATION_IDENTITY};
 
     for (int64_t j = 0; j < n_in; j++)
         in[j] = x[j];
@@ -497,17 +513,17 @@ static void test_predict_reference(void)
         bp_loss loss;
     } cases[] = {
         {"mse, identity output",
-         {{9, BP_ACTIVATION_RELU}, {6, BP_ACTIVATION_TANH},
-          {4, BP_ACTIVATION_IDENTITY}}, BP_LOSS_MSE},
+         {SPEC(9, RELU), SPEC(6, TANH),
+          SPEC(4, IDENTITY)}, BP_LOSS_MSE},
         {"cross-entropy, identity output",
-         {{9, BP_ACTIVATION_RELU}, {6, BP_ACTIVATION_SIGMOID},
-          {4, BP_ACTIVATION_IDENTITY}}, BP_LOSS_CROSS_ENTROPY},
+         {SPEC(9, RELU), SPEC(6, SIGMOID),
+          SPEC(4, IDENTITY)}, BP_LOSS_CROSS_ENTROPY},
         {"cross-entropy, softmax output",
-         {{9, BP_ACTIVATION_TANH}, {6, BP_ACTIVATION_RELU},
-          {4, BP_ACTIVATION_SOFTMAX}}, BP_LOSS_CROSS_ENTROPY},
+         {SPEC(9, TANH), SPEC(6, RELU),
+          SPEC(4, SOFTMAX)}, BP_LOSS_CROSS_ENTROPY},
         {"binary cross-entropy, identity output",
-         {{9, BP_ACTIVATION_RELU}, {6, BP_ACTIVATION_RELU},
-          {4, BP_ACTIVATION_IDENTITY}}, BP_LOSS_BINARY_CROSS_ENTROPY},
+         {SPEC(9, RELU), SPEC(6, RELU),
+          SPEC(4, IDENTITY)}, BP_LOSS_BINARY_CROSS_ENTROPY},
     };
     const int64_t n = 13, n_in = 5;
 
@@ -559,8 +575,9 @@ static void test_predict_reference(void)
 /* One step moves weights by -lr (g + l2 w) and biases by -lr g. */
 static void test_sgd_step(void)
 {
-    const bp_layer_spec layers[] = {{6, BP_ACTIVATION_TANH},
-                                    {2, BP_ACTIVATION_IDENTITY}};
+    const bp_layer_spec layers[] = {
+        {.units = 6, .activation = BP_ACTIVATION_TANH},
+        {.units = 2, .activation = BP_ACTIVATION_IDENTITY}};
     const bp_sgd_config sgd = {0.1f, 0.0f, 0, 0.05f};
     bp_net *net = make_net(4, layers, 2, BP_LOSS_MSE, 21);
     float *x = random_floats(10 * 4, -1.0f, 1.0f);
@@ -608,8 +625,9 @@ static void test_sgd_step(void)
 
 static const float xor_x[] = {0, 0, 0, 1, 1, 0, 1, 1};
 static const float xor_y[] = {0, 1, 1, 0};
-static const bp_layer_spec xor_layers[] = {{4, BP_ACTIVATION_TANH},
-                                           {1, BP_ACTIVATION_SIGMOID}};
+static const bp_layer_spec xor_layers[] = {
+    {.units = 4, .activation = BP_ACTIVATION_TANH},
+    {.units = 1, .activation = BP_ACTIVATION_SIGMOID}};
 
 /* Whether all four XOR outputs are within 0.25 of their targets. */
 static int xor_solved(const bp_net *net, bp_workspace *ws)
@@ -695,8 +713,9 @@ static void test_xor_epochs(void)
 /* Ten epochs of a fixed regression problem from `shuffle_seed`. */
 static bp_net *train_regression(uint64_t shuffle_seed, int shuffle)
 {
-    const bp_layer_spec layers[] = {{8, BP_ACTIVATION_RELU},
-                                    {2, BP_ACTIVATION_IDENTITY}};
+    const bp_layer_spec layers[] = {
+        {.units = 8, .activation = BP_ACTIVATION_RELU},
+        {.units = 2, .activation = BP_ACTIVATION_IDENTITY}};
     const bp_sgd_config sgd = {0.05f, 0.9f, 0, 1e-3f};
     bp_net *net = make_net(3, layers, 2, BP_LOSS_MSE, 5);
     uint64_t saved_state = rng_state;
@@ -739,8 +758,9 @@ static void test_epoch_determinism(void)
  */
 static void test_epoch_mean_loss(void)
 {
-    const bp_layer_spec layers[] = {{6, BP_ACTIVATION_TANH},
-                                    {3, BP_ACTIVATION_IDENTITY}};
+    const bp_layer_spec layers[] = {
+        {.units = 6, .activation = BP_ACTIVATION_TANH},
+        {.units = 3, .activation = BP_ACTIVATION_IDENTITY}};
     const bp_sgd_config sgd = {1e-30f, 0.0f, 0, 0.0f};
     bp_net *net = make_net(4, layers, 2, BP_LOSS_CROSS_ENTROPY, 16);
     float *x = random_floats(10 * 4, -2.0f, 2.0f);
@@ -768,8 +788,9 @@ static void test_epoch_mean_loss(void)
 static bp_net *train_with_threads(int threads, const float *x,
                                   const int32_t *labels, float *out)
 {
-    const bp_layer_spec layers[] = {{256, BP_ACTIVATION_RELU},
-                                    {10, BP_ACTIVATION_IDENTITY}};
+    const bp_layer_spec layers[] = {
+        {.units = 256, .activation = BP_ACTIVATION_RELU},
+        {.units = 10, .activation = BP_ACTIVATION_IDENTITY}};
     const bp_sgd_config sgd = {0.05f, 0.9f, 1, 1e-4f};
     bp_net *net = make_net(64, layers, 2, BP_LOSS_CROSS_ENTROPY, 11);
     bp_workspace *ws;
@@ -816,8 +837,9 @@ static void test_thread_determinism(void)
 
 static void test_clone(void)
 {
-    const bp_layer_spec layers[] = {{6, BP_ACTIVATION_TANH},
-                                    {1, BP_ACTIVATION_IDENTITY}};
+    const bp_layer_spec layers[] = {
+        {.units = 6, .activation = BP_ACTIVATION_TANH},
+        {.units = 1, .activation = BP_ACTIVATION_IDENTITY}};
     const bp_sgd_config sgd = {0.1f, 0.5f, 0, 0.0f};
     bp_net *net = make_net(2, layers, 2, BP_LOSS_BINARY_CROSS_ENTROPY, 4);
     bp_net *copy = NULL, *no_copy;
@@ -860,8 +882,9 @@ static void test_clone(void)
 
 static void test_chunks(void)
 {
-    const bp_layer_spec layers[] = {{7, BP_ACTIVATION_RELU},
-                                    {3, BP_ACTIVATION_IDENTITY}};
+    const bp_layer_spec layers[] = {
+        {.units = 7, .activation = BP_ACTIVATION_RELU},
+        {.units = 3, .activation = BP_ACTIVATION_IDENTITY}};
     const int64_t n = 37;
     bp_net *net = make_net(5, layers, 2, BP_LOSS_CROSS_ENTROPY, 6);
     float *x = random_floats(n * 5, -1.0f, 1.0f);
@@ -908,8 +931,9 @@ static void test_chunks(void)
 
 static void test_bad_labels(void)
 {
-    const bp_layer_spec layers[] = {{4, BP_ACTIVATION_TANH},
-                                    {3, BP_ACTIVATION_SOFTMAX}};
+    const bp_layer_spec layers[] = {
+        {.units = 4, .activation = BP_ACTIVATION_TANH},
+        {.units = 3, .activation = BP_ACTIVATION_SOFTMAX}};
     const bp_sgd_config sgd = {0.1f, 0.0f, 0, 0.0f};
     bp_net *net = make_net(2, layers, 2, BP_LOSS_CROSS_ENTROPY, 12);
     float x[10 * 2];
@@ -940,8 +964,9 @@ static void test_bad_labels(void)
 
 static void test_null_pointers(void)
 {
-    const bp_layer_spec layers[] = {{4, BP_ACTIVATION_TANH},
-                                    {2, BP_ACTIVATION_IDENTITY}};
+    const bp_layer_spec layers[] = {
+        {.units = 4, .activation = BP_ACTIVATION_TANH},
+        {.units = 2, .activation = BP_ACTIVATION_IDENTITY}};
     const bp_sgd_config sgd = {0.1f, 0.0f, 0, 0.0f};
     const bp_sgd_config bad_lr = {0.0f, 0.0f, 0, 0.0f};
     bp_net *net = make_net(3, layers, 2, BP_LOSS_MSE, 13);
@@ -1011,8 +1036,9 @@ static void test_null_pointers(void)
 /* A diverging run stops with NOT_FINITE before the bad batch's update. */
 static void test_not_finite(void)
 {
-    const bp_layer_spec layers[] = {{16, BP_ACTIVATION_IDENTITY},
-                                    {1, BP_ACTIVATION_IDENTITY}};
+    const bp_layer_spec layers[] = {
+        {.units = 16, .activation = BP_ACTIVATION_IDENTITY},
+        {.units = 1, .activation = BP_ACTIVATION_IDENTITY}};
     const bp_sgd_config sgd = {10.0f, 0.0f, 0, 0.0f};
     bp_net *net = make_net(4, layers, 2, BP_LOSS_MSE, 14);
     float *x = random_floats(32 * 4, -1.0f, 1.0f);
@@ -1052,10 +1078,12 @@ static void test_not_finite(void)
 
 static void test_workspace_mismatch(void)
 {
-    const bp_layer_spec narrow[] = {{4, BP_ACTIVATION_TANH},
-                                    {2, BP_ACTIVATION_IDENTITY}};
-    const bp_layer_spec wide[] = {{16, BP_ACTIVATION_TANH},
-                                  {2, BP_ACTIVATION_IDENTITY}};
+    const bp_layer_spec narrow[] = {
+        {.units = 4, .activation = BP_ACTIVATION_TANH},
+        {.units = 2, .activation = BP_ACTIVATION_IDENTITY}};
+    const bp_layer_spec wide[] = {
+        {.units = 16, .activation = BP_ACTIVATION_TANH},
+        {.units = 2, .activation = BP_ACTIVATION_IDENTITY}};
     bp_net *a = make_net(3, narrow, 2, BP_LOSS_MSE, 15);
     bp_net *b = make_net(3, wide, 2, BP_LOSS_MSE, 15);
     float x[3] = {1, 2, 3}, y[2] = {0, 0}, out[2];

@@ -383,7 +383,8 @@ static void test_non_finite_outputs(void)
 {
     const bp_loss losses[] = {BP_LOSS_MSE, BP_LOSS_CROSS_ENTROPY,
                               BP_LOSS_BINARY_CROSS_ENTROPY};
-    const bp_layer_spec layer[] = {{3, BP_ACTIVATION_IDENTITY}};
+    const bp_layer_spec layer[] = {
+        {.units = 3, .activation = BP_ACTIVATION_IDENTITY}};
     float x[4 * 2] = {0.5f, 0.5f, 1, 1, NAN, 0, 1, 1};
     float y[4 * 3] = {0}, out[4 * 3];
     int32_t labels[4] = {0, 1, 2, 0};
@@ -425,8 +426,9 @@ static void test_non_finite_outputs(void)
  */
 static void test_batches(void)
 {
-    const bp_layer_spec layers[] = {{5, BP_ACTIVATION_TANH},
-                                    {2, BP_ACTIVATION_IDENTITY}};
+    const bp_layer_spec layers[] = {
+        {.units = 5, .activation = BP_ACTIVATION_TANH},
+        {.units = 2, .activation = BP_ACTIVATION_IDENTITY}};
     const bp_sgd_config sgd = {0.1f, 0.5f, 0, 0.01f};
     float *x = random_floats(10 * 3, -1.0, 1.0);
     float *y = random_floats(10 * 2, -1.0, 1.0);
@@ -476,8 +478,9 @@ static void test_batches(void)
 /* Trains and predicts; the exit status says whether it worked. */
 static int train_in_child(int threads)
 {
-    const bp_layer_spec layers[] = {{64, BP_ACTIVATION_RELU},
-                                    {4, BP_ACTIVATION_IDENTITY}};
+    const bp_layer_spec layers[] = {
+        {.units = 64, .activation = BP_ACTIVATION_RELU},
+        {.units = 4, .activation = BP_ACTIVATION_IDENTITY}};
     const bp_sgd_config sgd = {0.01f, 0.9f, 0, 0.0f};
     const int64_t n = 512, d = 600;
     float *a = random_floats(d * d, -1.0, 1.0);

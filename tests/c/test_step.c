@@ -65,8 +65,9 @@ static void make_data(void)
 
 static bp_net *make_net(void)
 {
-    bp_layer_spec layers[] = {{9, BP_ACTIVATION_TANH},
-                              {CLASSES, BP_ACTIVATION_IDENTITY}};
+    bp_layer_spec layers[] = {
+        {.units = 9, .activation = BP_ACTIVATION_TANH},
+        {.units = CLASSES, .activation = BP_ACTIVATION_IDENTITY}};
     bp_net *net = NULL;
 
     require(bp_net_create(&net, INPUTS, layers, 2, BP_LOSS_CROSS_ENTROPY),
@@ -84,7 +85,8 @@ static int same_params(const bp_net *a, const bp_net *b)
 /* bp_net_gradient then bp_net_apply_gradients is bp_net_train_batch. */
 static void test_apply_equals_train_batch(void)
 {
-    bp_sgd_config sgd = {0.1f, 0.9f, 1, 0.01f};
+    bp_sgd_config sgd = {.lr = 0.1f, .momentum = 0.9f, .nesterov = 1,
+                         .l2 = 0.01f};
     bp_net *a = make_net(), *b = make_net();
 
     check(bp_net_grads_mut(a) == bp_net_grads(a), "grads_mut is the slab");
@@ -106,7 +108,7 @@ static void test_apply_equals_train_batch(void)
  */
 static void test_two_shards_sum_to_the_batch(void)
 {
-    bp_sgd_config sgd = {0.5f, 0.0f, 0, 0.0f};
+    bp_sgd_config sgd = {.lr = 0.5f};
     bp_net *whole = make_net(), *split = make_net();
     int64_t n = bp_net_n_params(split), cut = 10;
     float first[PARAMS_MAX], full[PARAMS_MAX];
@@ -145,7 +147,7 @@ static void test_two_shards_sum_to_the_batch(void)
 /* bp_shuffle_order is the order bp_net_train_epoch visits. */
 static void test_shuffle_order_is_the_epoch_order(void)
 {
-    bp_sgd_config sgd = {0.05f, 0.5f, 0, 0.0f};
+    bp_sgd_config sgd = {.lr = 0.05f, .momentum = 0.5f};
     bp_net *epoch = make_net(), *manual = make_net();
     int64_t order[ROWS];
     int seen[ROWS] = {0};
@@ -196,8 +198,8 @@ static void test_local_thread_count(void)
 
 static void test_errors(void)
 {
-    bp_sgd_config bad = {0.0f, 0.0f, 0, 0.0f};
-    bp_sgd_config good = {0.1f, 0.0f, 0, 0.0f};
+    bp_sgd_config bad = {.lr = 0.0f};
+    bp_sgd_config good = {.lr = 0.1f};
     bp_net *net = make_net();
     int64_t order[3];
 
