@@ -157,8 +157,14 @@ def _seed_files(folder: Path) -> list[Path]:
     bare = bprop.Sequential([bprop.Dense(2, activation="relu"), bprop.Dense(1)], n_inputs=3)
     bare.class_labels = [7]
 
+    # Second moments, the update counter and a plateau schedule's state.
+    adam = bprop.Sequential([bprop.Dense(3, activation="relu"), bprop.Dense(2)], seed=3)
+    plateau = bprop.schedules.ReduceLROnPlateau(patience=0)
+    adam.fit(X, y, loss="cross_entropy", optimizer=bprop.Adam(clip_norm=1.0, schedule=plateau),
+             epochs=2, seed=0)
+
     paths = []
-    for name, model in (("full", full), ("floats", floats), ("bare", bare)):
+    for name, model in (("full", full), ("floats", floats), ("bare", bare), ("adam", adam)):
         path = folder / f"{name}.bpm"
         path.write_bytes(model.to_bytes())
         paths.append(path)

@@ -361,8 +361,9 @@ static void bp_rmsprop_range(void *ctx, int64_t begin, int64_t end)
         bp_rmsprop_loop(a, begin, end, 0);
 }
 
-static inline void bp_rmsprop_momentum_loop(const bp_optim_args *a, int64_t begin,
-                                            int64_t end, int clipped)
+static inline void bp_rmsprop_momentum_loop(const bp_optim_args *a,
+                                            int64_t begin, int64_t end,
+                                            int clipped)
 {
     float *w = a->w, *m = a->m, *s = a->s;
     const float *grad = a->grad;
@@ -382,7 +383,8 @@ static inline void bp_rmsprop_momentum_loop(const bp_optim_args *a, int64_t begi
     }
 }
 
-static void bp_rmsprop_momentum_range(void *ctx, int64_t begin, int64_t end)
+static void bp_rmsprop_momentum_range(void *ctx, int64_t begin,
+                                      int64_t end)
 {
     const bp_optim_args *a = ctx;
 
@@ -474,8 +476,9 @@ void bp_optimizer_step(float *w, float *m, float *s, const float *grad,
     bp_optim_args args = {.w = w, .m = m, .s = s, .grad = grad};
     bp_range_fn fn = bp_optim_prepare(&args, opt, u);
 
-    /* Adam streams w, m, s and grad, and writes three of them back. */
-    int threads = bp_threads_for((double)n * 7.0 * BP_STREAM_COST);
+    /* w, grad and one state slab (SGD), or two (the others), stream once. */
+    double streams = opt->kind == BP_OPTIMIZER_SGD ? 3.0 : 4.0;
+    int threads = bp_threads_for((double)n * streams * BP_STREAM_COST);
 
     if (fn != NULL)
         bp_parallel_for(threads, n, fn, &args);

@@ -1,6 +1,6 @@
 /*
- * Internal helpers of the optimizer and schedule kernels shared with the
- * network's update, the SGD kernel and the model files.
+ * Internal functions of the optimizer and schedule kernels that the
+ * network's update, the SGD kernel and the model files share.
  */
 #ifndef BP_KERNELS_OPTIM_H
 #define BP_KERNELS_OPTIM_H
