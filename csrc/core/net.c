@@ -7,8 +7,10 @@
  *   biases O, without padding), so an optimizer step is one loop per
  *   layer and a gradient all-reduce is one call.
  * - Initialisation draws layer i's weights from its own random stream
- *   (seed, init, i), so each weight depends only on the seed and its
- *   position.
+ *   (seed, BP_RNG_INIT, i), so each weight depends only on the seed, the
+ *   initialiser and its position, and one layer can be re-drawn alone.
+ * - The loss options and class weights are copied in, resolved, so the
+ *   network never points at the caller's memory.
  */
 #include "core/net.h"
 

@@ -10,6 +10,10 @@
  * - A NaN or infinite output of the last layer (a logit, with a fused
  *   loss) is an error, checked before softmax or sigmoid could hide it:
  *   sigmoid(inf) is 1, and softmax turns one overflowing row into NaN.
+ * - Predictions are what the network's output means to its loss:
+ *   softmax (or log_softmax, when the last layer declares it) and
+ *   sigmoid of logits, the rate e^z of poisson's log-rate z, and the
+ *   output itself otherwise.
  */
 #include "core/net.h"
 

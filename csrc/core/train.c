@@ -7,10 +7,14 @@
  *   so a step on a batch size seen before allocates nothing.
  * - Layer l's output is kept (B x O_l at B * (O_0 + ... + O_{l-1})) for
  *   the backward pass; gradients between layers ping-pong between two
- *   B x W buffers.
+ *   B x W buffers. Layers whose activation's derivative needs its input
+ *   (elu, gelu, gelu_tanh, silu, softplus) also keep their
+ *   pre-activation, at the same place in a second B x U buffer that
+ *   exists only when some layer needs it.
  * - An epoch gathers each batch's rows in a shuffled order into a
- *   contiguous buffer; without shuffling it reads the caller's rows in
- *   place. The order depends only on (seed, epoch).
+ *   contiguous buffer, with their targets and sample weights; without
+ *   shuffling it reads the caller's rows in place. The order depends
+ *   only on (seed, epoch).
  * - Biases are exempt from the L2 penalty.
  * - An optional hook runs after each batch, so a caller can watch an
  *   epoch or end it early (batch callbacks, Ctrl-C) while the epoch

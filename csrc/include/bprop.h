@@ -698,14 +698,19 @@ BP_API bp_loss bp_net_loss(const bp_net *net);
 BP_API bp_status bp_net_get_loss_config(const bp_net *net,
                                         bp_loss_config *cfg);
 
-/* Layer `i`'s spec; fails on an index out of range. */
+/*
+ * Layer `i`'s spec, with the activation parameter the layer uses (0.01
+ * for a leaky_relu created with 0, 0 for activations without one) and
+ * no_bias as 0 or 1; fails on an index out of range.
+ */
 BP_API bp_status bp_net_layer(const bp_net *net, int i, bp_layer_spec *spec);
 
 /*
  * All parameters in one slab: for each layer its weights (I x O,
- * row-major) then its biases (O; none for a layer with no_bias). The
- * pointer is owned by the network and valid until bp_net_free; write
- * through it to set parameters.
+ * row-major) then its biases (O). A layer with no_bias keeps the place
+ * of its biases, held at zero and never read or trained, so the layout
+ * depends on the layer sizes alone. The pointer is owned by the network
+ * and valid until bp_net_free; write through it to set parameters.
  */
 BP_API int64_t bp_net_n_params(const bp_net *net);
 BP_API float *bp_net_params(bp_net *net);
@@ -747,10 +752,7 @@ BP_API bp_status bp_net_optimizer_state(bp_net *net, int i, int create,
 BP_API uint64_t bp_net_optimizer_step(const bp_net *net);
 BP_API bp_status bp_net_set_optimizer_step(bp_net *net, uint64_t step);
 
-/*
- * Offsets of layer i's weights and biases in the parameter slab;
- * *b_offset is -1 for a layer without biases.
- */
+/* Offsets of layer i's weights and biases in the parameter slab. */
 BP_API bp_status bp_net_layer_offsets(const bp_net *net, int i,
                                       int64_t *w_offset, int64_t *b_offset);
 

@@ -195,8 +195,9 @@ def summary(model: Any, print_fn: Callable[[str], Any] | None = print) -> str:
     for i, (layer, spec) in enumerate(zip(model.layers, layout)):
         count = "?"
         if spec is not None:
-            units, _code, _w_off, b_off = spec
-            count = n_in * units + (units if b_off >= 0 else 0)
+            units = spec[0]
+            # A layer without biases keeps zeros in their place in the slab.
+            count = n_in * units + (units if layer.use_bias else 0)
             total += count
             n_in = units
         rows.append((f"{i + 1}: {layer!r}", f"(None, {layer.units})", str(count)))

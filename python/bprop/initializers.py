@@ -30,7 +30,7 @@ auto               he for the relu family, glorot for the others
 from __future__ import annotations
 
 import math
-from typing import Any, Union
+from typing import Union
 
 import numpy as np
 

@@ -29,7 +29,8 @@ weights, as Keras does), so a weight of 2 counts a row twice.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any, Union
 
 import numpy as np
 

@@ -14,10 +14,10 @@ from ._optim_run import OptimizerRun
 from ._rwlock import ReadWriteLock
 from ._validation import (
     as_labels,
-    as_probabilities,
-    as_vector,
     as_matrix,
+    as_probabilities,
     as_targets,
+    as_vector,
     check_positive_int,
     check_same_length,
 )
