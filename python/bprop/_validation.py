@@ -62,6 +62,18 @@ def as_matrix(
     value: Any, name: str = "X", allow_empty: bool = False, finite: bool = True
 ) -> np.ndarray:
     """A C-contiguous 2-D float32 array, of finite values if `finite`."""
+    if (
+        type(value) is np.ndarray
+        and value.dtype == np.float32
+        and value.ndim == 2
+        and value.flags.c_contiguous
+        and value.size
+    ):
+        # Already what the C core takes (the common case for predictions):
+        # only the scan for NaN and infinity is left.
+        if finite and _core.first_nonfinite(value.reshape(-1)) >= 0:
+            check_finite(value, name)
+        return value
     array = _numeric(value, name)
     if array.ndim != 2:
         hint = " (use reshape(-1, 1) for a single feature)" if array.ndim == 1 else ""
