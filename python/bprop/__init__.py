@@ -76,6 +76,8 @@ __all__ = [
     "DivergenceError",
     "History",
     "MeanSquaredError",
+    "MLPClassifier",
+    "MLPRegressor",
     "ModelFormatError",
     "SGD",
     "Sequential",
@@ -101,6 +103,16 @@ __all__ = [
     "set_num_threads",
     "train_many",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # NOTE: the scikit-learn estimators load on first use, so that
+    # ``import bprop`` does not import scikit-learn.
+    if name in ("MLPClassifier", "MLPRegressor"):
+        from . import sklearn
+
+        return getattr(sklearn, name)
+    raise AttributeError(f"module 'bprop' has no attribute {name!r}")
 
 
 def cpu_info() -> dict[str, object]:

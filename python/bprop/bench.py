@@ -383,7 +383,7 @@ def bench_memory(networks: Sequence[str] = ("mnist",)) -> list[Row]:
 # ---------------------------------------------------------------------------
 
 # "baseline": the serial way of doing a parallel workload (bench_parallel.py).
-PEERS = ("numpy", "torch", "baseline", "bound")
+PEERS = ("numpy", "torch", "sklearn", "baseline", "bound")
 
 
 def format_table(rows: Sequence[Row]) -> str:
@@ -415,7 +415,7 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-GROUPS = ("gemm", "epoch", "predict", "memory", "many", "mpi")
+GROUPS = ("gemm", "epoch", "predict", "memory", "many", "mpi", "sklearn")
 
 
 def run(
@@ -441,6 +441,10 @@ def run(
             rows += bench_parallel.bench_train_many(quick=quick)
         if "mpi" in groups:
             rows += bench_parallel.bench_mpi(quick=quick)
+    if "sklearn" in groups:
+        from .bench_sklearn import bench_sklearn
+
+        rows += bench_sklearn(quick=quick)
     return rows
 
 
