@@ -56,8 +56,15 @@ HARNESS = textwrap.dedent(
                 raise AssertionError(f"unexpected message: {exc}") from None
             return "rejected"
         x = np.zeros((2, model.n_inputs), dtype=np.float32)
-        out = model._outputs(x)
-        assert out.shape == (2, model.n_outputs), out.shape
+        try:
+            out = model._outputs(x)
+        except ValueError as exc:
+            # A valid file may hold weights whose outputs overflow: the
+            # model must say so, not crash.
+            if "NaN or infinite" not in str(exc):
+                raise
+        else:
+            assert out.shape == (2, model.n_outputs), out.shape
         assert model.to_bytes() == reseal(model.to_bytes())
         return "loaded"
     """
