@@ -1,6 +1,6 @@
 """Type stubs of the compiled core (pybind/_core.pyx)."""
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 
@@ -31,30 +31,30 @@ def activation_needs_input(act: int) -> bool: ...
 def activation_forward(y: np.ndarray, x: np.ndarray, act: int, param: float = 0.0) -> None: ...
 def activation_backward(
     dx: np.ndarray, dy: np.ndarray, y: np.ndarray, act: int, param: float = 0.0,
-    x: Optional[np.ndarray] = None,
+    x: np.ndarray | None = None,
 ) -> None: ...
 def dense_forward(
-    y: np.ndarray, x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray], act: int,
-    param: float = 0.0, z: Optional[np.ndarray] = None,
+    y: np.ndarray, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, act: int,
+    param: float = 0.0, z: np.ndarray | None = None,
 ) -> None: ...
 def dense_backward(
-    dx: Optional[np.ndarray], dw: np.ndarray, db: Optional[np.ndarray], dz: np.ndarray,
+    dx: np.ndarray | None, dw: np.ndarray, db: np.ndarray | None, dz: np.ndarray,
     dy: np.ndarray, x: np.ndarray, w: np.ndarray, y: np.ndarray, act: int,
-    param: float = 0.0, z: Optional[np.ndarray] = None,
+    param: float = 0.0, z: np.ndarray | None = None,
 ) -> None: ...
 def loss_compute(
-    grad: Optional[np.ndarray], pred: np.ndarray, target: Optional[np.ndarray],
-    labels: Optional[np.ndarray], weights: Optional[np.ndarray], options: dict[str, Any],
+    grad: np.ndarray | None, pred: np.ndarray, target: np.ndarray | None,
+    labels: np.ndarray | None, weights: np.ndarray | None, options: dict[str, Any],
 ) -> float: ...
-def loss_mse(grad: Optional[np.ndarray], pred: np.ndarray, target: np.ndarray) -> float: ...
+def loss_mse(grad: np.ndarray | None, pred: np.ndarray, target: np.ndarray) -> float: ...
 def loss_cross_entropy(
-    grad: Optional[np.ndarray], logits: np.ndarray, labels: np.ndarray
+    grad: np.ndarray | None, logits: np.ndarray, labels: np.ndarray
 ) -> float: ...
 def loss_binary_cross_entropy(
-    grad: Optional[np.ndarray], logits: np.ndarray, target: np.ndarray
+    grad: np.ndarray | None, logits: np.ndarray, target: np.ndarray
 ) -> float: ...
 def sgd_update(
-    w: np.ndarray, velocity: Optional[np.ndarray], grad: np.ndarray, lr: float,
+    w: np.ndarray, velocity: np.ndarray | None, grad: np.ndarray, lr: float,
     momentum: float, nesterov: bool, l2: float,
 ) -> None: ...
 
@@ -63,17 +63,17 @@ SCHEDULES: tuple[str, ...]
 
 def optimizer_defaults(kind: str) -> dict[str, Any]: ...
 def optimizer_update(
-    w: np.ndarray, m: Optional[np.ndarray], s: Optional[np.ndarray], grad: np.ndarray,
+    w: np.ndarray, m: np.ndarray | None, s: np.ndarray | None, grad: np.ndarray,
     opt: dict[str, Any], lr: float, weight_decay: float, step: int,
 ) -> None: ...
-def schedule_lr(sched: Optional[dict[str, Any]], lr: float, step: int) -> float: ...
+def schedule_lr(sched: dict[str, Any] | None, lr: float, step: int) -> float: ...
 def schedule_observe(sched: dict[str, Any], metric: float) -> dict[str, Any]: ...
 
 class Net:
     def __init__(
         self, n_inputs: int, units: list[int], activations: list[int], loss: int,
-        params: Optional[list[float]] = None, no_bias: Optional[list[bool]] = None,
-        loss_options: Optional[dict[str, Any]] = None,
+        params: list[float] | None = None, no_bias: list[bool] | None = None,
+        loss_options: dict[str, Any] | None = None,
     ) -> None: ...
     def clone(self) -> Net: ...
     def init(self, init: int, seed: int) -> None: ...
@@ -101,32 +101,32 @@ class Net:
     def set_state(self, i: int, values: np.ndarray) -> None: ...
     optimizer_step: int
     def apply_update(
-        self, opt: dict[str, Any], sched: Optional[dict[str, Any]] = None
+        self, opt: dict[str, Any], sched: dict[str, Any] | None = None
     ) -> None: ...
     def train_epoch_opt(
-        self, x: np.ndarray, y: Optional[np.ndarray], labels: Optional[np.ndarray],
+        self, x: np.ndarray, y: np.ndarray | None, labels: np.ndarray | None,
         batch_size: int, shuffle: bool, seed: int, epoch: int, opt: dict[str, Any],
-        sched: Optional[dict[str, Any]] = None, monitor: Any = None,
-        weights: Optional[np.ndarray] = None,
+        sched: dict[str, Any] | None = None, monitor: Any = None,
+        weights: np.ndarray | None = None,
     ) -> float: ...
     def gradient(
-        self, x: np.ndarray, y: Optional[np.ndarray], labels: Optional[np.ndarray],
-        weights: Optional[np.ndarray] = None,
+        self, x: np.ndarray, y: np.ndarray | None, labels: np.ndarray | None,
+        weights: np.ndarray | None = None,
     ) -> float: ...
     def train_epoch(
-        self, x: np.ndarray, y: Optional[np.ndarray], labels: Optional[np.ndarray],
+        self, x: np.ndarray, y: np.ndarray | None, labels: np.ndarray | None,
         batch_size: int, shuffle: bool, seed: int, epoch: int, lr: float,
-        momentum: float, nesterov: bool, l2: float, monitor: Optional[EpochMonitor] = None,
-        weights: Optional[np.ndarray] = None,
+        momentum: float, nesterov: bool, l2: float, monitor: EpochMonitor | None = None,
+        weights: np.ndarray | None = None,
     ) -> float: ...
     def layer_output(self, i: int, out: np.ndarray) -> None: ...
     def predict(self, ws: Workspace, out: np.ndarray, x: np.ndarray) -> None: ...
     def evaluate(
-        self, ws: Workspace, x: np.ndarray, y: Optional[np.ndarray],
-        labels: Optional[np.ndarray], weights: Optional[np.ndarray] = None,
+        self, ws: Workspace, x: np.ndarray, y: np.ndarray | None,
+        labels: np.ndarray | None, weights: np.ndarray | None = None,
     ) -> float: ...
 
-METRICS: tuple[Optional[str], ...]
+METRICS: tuple[str | None, ...]
 
 class EpochMonitor:
     batches: int
@@ -134,18 +134,18 @@ class EpochMonitor:
     stopped: bool
     mean_loss: float
     def __init__(
-        self, metric: Optional[str] = None,
-        on_batch: Optional[Callable[[int, int, float], Any]] = None,
+        self, metric: str | None = None,
+        on_batch: Callable[[int, int, float], Any] | None = None,
         check_every: float = 0.02, layer_stats: bool = False,
         stop_on_bad_params: bool = False,
     ) -> None: ...
-    def pop_error(self) -> Optional[BaseException]: ...
+    def pop_error(self) -> BaseException | None: ...
     @property
-    def bad_layer(self) -> Optional[int]: ...
+    def bad_layer(self) -> int | None: ...
     @property
     def bad_gradient(self) -> bool: ...
-    def metric_value(self) -> Optional[float]: ...
-    def layer_stats(self) -> Optional[list[tuple[float, float]]]: ...
+    def metric_value(self) -> float | None: ...
+    def layer_stats(self) -> list[tuple[float, float]] | None: ...
 
 class Workspace:
     max_batch: int

@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable
 
 import numpy as np
 
