@@ -41,17 +41,6 @@ bp_optimizer bp_sgd_optimizer(const bp_sgd_config *cfg)
     return opt;
 }
 
-/* The SGD loops live with the other optimizers' in optim.c. */
-void bp_sgd_step(float *w, float *velocity, const float *grad,
-                 const bp_sgd_config *cfg, float l2, int64_t n)
-{
-    bp_optimizer opt = bp_sgd_optimizer(cfg);
-    bp_update_scalars u = {.lr = cfg->lr, .grad_scale = 1.0f,
-                           .weight_decay = l2, .step = 1};
-
-    bp_optimizer_step(w, velocity, NULL, grad, &opt, &u, n);
-}
-
 bp_status bp_sgd_update(float *w, float *velocity, const float *grad,
                         const bp_sgd_config *cfg, float l2, int64_t n)
 {
@@ -68,6 +57,11 @@ bp_status bp_sgd_update(float *w, float *velocity, const float *grad,
     if (cfg->momentum > 0.0f)
         BP_REQUIRE_DATA(fn, velocity, n);
 
-    bp_sgd_step(w, velocity, grad, cfg, l2, n);
+    /* The SGD loops live with the other optimizers' in optim.c. */
+    bp_optimizer opt = bp_sgd_optimizer(cfg);
+    bp_update_scalars u = {.lr = cfg->lr, .grad_scale = 1.0f,
+                           .weight_decay = l2, .step = 1};
+
+    bp_optimizer_step(w, velocity, NULL, grad, &opt, &u, n);
     return BP_STATUS_OK;
 }

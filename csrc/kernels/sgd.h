@@ -14,12 +14,4 @@ bp_status bp_sgd_check(const char *fn, const bp_sgd_config *cfg);
 /* The bp_optimizer that updates as `cfg` does (l2 as weight_decay). */
 bp_optimizer bp_sgd_optimizer(const bp_sgd_config *cfg);
 
-/*
- * One SGD step with trusted arguments (see bp_sgd_update).
- *   w, grad  n  (IN/OUT, IN)    velocity  n  (IN/OUT; unused without
- *   momentum)
- */
-void bp_sgd_step(float *w, float *velocity, const float *grad,
-                 const bp_sgd_config *cfg, float l2, int64_t n);
-
 #endif
