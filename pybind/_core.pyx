@@ -13,7 +13,7 @@ Design decisions:
 """
 from libc.math cimport isfinite
 from libc.stdint cimport int32_t, int64_t, uint64_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from libbprop cimport *
@@ -473,6 +473,16 @@ def schedule_observe(dict sched, double metric):
     return _from_schedule(&sch)
 
 
+cdef int64_t _n_weights(const bp_layer_spec *spec, int64_t n_in) noexcept nogil:
+    """The weights of a layer with n_in inputs: I x O for dense, gamma (O)
+    for the normalisations, none for dropout."""
+    if spec.kind == BP_LAYER_KIND_DENSE:
+        return n_in * spec.units
+    if spec.kind == BP_LAYER_KIND_DROPOUT:
+        return 0
+    return spec.units
+
+
 cdef int _copy_out(float[::1] out, const float *src, int64_t n) except -1:
     if out.shape[0] != n:
         raise ValueError(f"expected {n} values, got {out.shape[0]}")
@@ -782,11 +792,11 @@ cdef class EpochMonitor:
             for l in range(n_layers):
                 _check(bp_net_layer(net, l, &spec))
                 _check(bp_net_layer_offsets(net, l, &w_off, &b_off))
-                # A layer without biases has b_off == -1.
                 self.st.layout[4 * l] = w_off
-                self.st.layout[4 * l + 1] = n_in * spec.units
-                self.st.layout[4 * l + 2] = b_off if b_off >= 0 else 0
-                self.st.layout[4 * l + 3] = spec.units if b_off >= 0 else 0
+                self.st.layout[4 * l + 1] = _n_weights(&spec, n_in)
+                self.st.layout[4 * l + 2] = b_off
+                self.st.layout[4 * l + 3] = (
+                    0 if spec.kind == BP_LAYER_KIND_DROPOUT else spec.units)
                 n_in = spec.units
             self.st.net = net
             self.st.n_layers = n_layers
@@ -947,10 +957,14 @@ cdef class Net:
         self.net = NULL
 
     def __init__(self, int64_t n_inputs, units, activations, int loss,
-                 params=None, no_bias=None, dict loss_options=None):
+                 params=None, no_bias=None, dict loss_options=None,
+                 kinds=None, layer_options=None):
         """`params` and `no_bias` hold each layer's activation parameter
         and bias flag (None: 0 and False); `loss_options` the options of
-        the loss with code `loss` (see _to_loss; its kind is ignored)."""
+        the loss with code `loss` (see _to_loss; its kind is ignored);
+        `kinds` each layer's kind code (None: all dense) and
+        `layer_options` its (rate, eps, momentum) (None: zeros, the
+        defaults)."""
         cdef int n_layers = len(units)
         cdef bp_layer_spec *specs
         cdef bp_loss_config cfg
@@ -969,7 +983,7 @@ cdef class Net:
                                  f"for {units[n_layers - 1]} outputs")
         _to_loss(&cfg, options, cw)
         cfg.kind = <bp_loss>loss
-        specs = <bp_layer_spec *>malloc(n_layers * sizeof(bp_layer_spec))
+        specs = <bp_layer_spec *>calloc(n_layers, sizeof(bp_layer_spec))
         if specs == NULL:
             raise MemoryError()
         try:
@@ -978,6 +992,10 @@ cdef class Net:
                 specs[i].activation = <bp_activation>activations[i]
                 specs[i].activation_param = 0.0 if params is None else params[i]
                 specs[i].no_bias = 0 if no_bias is None else bool(no_bias[i])
+                if kinds is not None:
+                    specs[i].kind = <bp_layer_kind>kinds[i]
+                if layer_options is not None:
+                    specs[i].rate, specs[i].eps, specs[i].momentum = layer_options[i]
             _check(bp_net_create_ex(&self.net, n_inputs, specs, n_layers,
                                     &cfg))
         finally:
@@ -1013,6 +1031,49 @@ cdef class Net:
             result.append((spec.activation_param, not spec.no_bias))
         return result
 
+    def layer_kinds(self):
+        """[(kind code, rate, eps, momentum), ...], one per layer, with
+        the defaults resolved."""
+        cdef bp_layer_spec spec
+        result = []
+        for i in range(bp_net_n_layers(self.net)):
+            _check(bp_net_layer(self.net, i, &spec))
+            result.append((<int>spec.kind, spec.rate, spec.eps, spec.momentum))
+        return result
+
+    def get_running(self, int i, float[::1] out):
+        """Copies batch norm layer i's running mean and variance (2 x
+        units) into `out`; False for a layer without them."""
+        cdef const float *src = NULL
+        cdef bp_layer_spec spec
+        if 0 <= i < bp_net_n_layers(self.net):
+            src = bp_net_running_stats(self.net, i)
+        if src == NULL:
+            return False
+        _check(bp_net_layer(self.net, i, &spec))
+        _copy_out(out, src, 2 * spec.units)
+        return True
+
+    def set_running(self, int i, const float[::1] values):
+        """Sets batch norm layer i's running mean and variance."""
+        cdef float *dst = NULL
+        cdef bp_layer_spec spec
+        if 0 <= i < bp_net_n_layers(self.net):
+            dst = bp_net_running_stats(self.net, i)
+        if dst == NULL:
+            raise ValueError(f"layer {i} has no running averages")
+        _check(bp_net_layer(self.net, i, &spec))
+        _copy_in(dst, values, 2 * spec.units)
+
+    @property
+    def seed(self):
+        """The seed of the dropout masks."""
+        return bp_net_seed(self.net)
+
+    @seed.setter
+    def seed(self, uint64_t value):
+        _check(bp_net_set_seed(self.net, value))
+
     def loss_options(self):
         """The loss with its options, as loss_compute takes them."""
         cdef bp_loss_config cfg
@@ -1044,6 +1105,21 @@ cdef class Net:
             _check(bp_net_layer(self.net, i, &spec))
             _check(bp_net_layer_offsets(self.net, i, &w_off, &b_off))
             result.append((spec.units, <int>spec.activation, w_off, b_off))
+        return result
+
+    def spans(self):
+        """[(weight offset, weights, bias offset, biases), ...]: where each
+        layer's parameters lie in the slabs. The bias count is the room the
+        layer keeps for biases (or beta), held at zero without them."""
+        cdef bp_layer_spec spec
+        cdef int64_t w_off, b_off, n_in = bp_net_n_inputs(self.net)
+        result = []
+        for i in range(bp_net_n_layers(self.net)):
+            _check(bp_net_layer(self.net, i, &spec))
+            _check(bp_net_layer_offsets(self.net, i, &w_off, &b_off))
+            n_b = 0 if spec.kind == BP_LAYER_KIND_DROPOUT else spec.units
+            result.append((w_off, _n_weights(&spec, n_in), b_off, n_b))
+            n_in = spec.units
         return result
 
     def get_params(self, float[::1] out):

@@ -203,11 +203,23 @@ cdef extern from "bprop.h" nogil:
     bp_status bp_schedule_observe(bp_schedule *sched, double metric)
 
     # Networks
+    ctypedef enum bp_layer_kind:
+        BP_LAYER_KIND_DENSE
+        BP_LAYER_KIND_DROPOUT
+        BP_LAYER_KIND_BATCH_NORM
+        BP_LAYER_KIND_LAYER_NORM
+
+    const char *bp_layer_kind_name(bp_layer_kind kind)
+
     ctypedef struct bp_layer_spec:
         int64_t units
         bp_activation activation
         float activation_param
         int no_bias
+        bp_layer_kind kind
+        float rate
+        float eps
+        float momentum
 
     ctypedef enum bp_init:
         BP_INIT_AUTO
@@ -235,6 +247,9 @@ cdef extern from "bprop.h" nogil:
                                const bp_layer_spec *layers, int n_layers,
                                const bp_loss_config *loss)
     bp_status bp_net_init(bp_net *net, bp_init init, uint64_t seed)
+    float *bp_net_running_stats(bp_net *net, int i)
+    uint64_t bp_net_seed(const bp_net *net)
+    bp_status bp_net_set_seed(bp_net *net, uint64_t seed)
     bp_status bp_net_init_layer(bp_net *net, int i, bp_init init, float bias,
                                 uint64_t seed)
     bp_status bp_net_get_loss_config(const bp_net *net, bp_loss_config *cfg)

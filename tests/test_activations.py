@@ -477,8 +477,13 @@ def test_files_without_layer_options_load_with_the_defaults():
 
 def test_a_truncated_layer_table_is_reported_as_corrupt():
     model = bprop.Sequential([bprop.Dense(5, "elu"), bprop.Dense(2)], n_inputs=3, seed=1)
-    cut = _rewrite_netw(model.to_bytes(), lambda payload, n: payload[:-12])
+    # NETW ends with the seed (8 bytes) and 16 bytes of options per layer.
+    kinds = 8 + 16 * 2
+    cut = _rewrite_netw(model.to_bytes(), lambda payload, n: payload[: -kinds - 12])
     with pytest.raises(bprop.ModelFormatError, match="ends inside its layer and loss options"):
+        bprop.from_bytes(cut)
+    cut = _rewrite_netw(model.to_bytes(), lambda payload, n: payload[:-4])
+    with pytest.raises(bprop.ModelFormatError, match="ends inside its layer options"):
         bprop.from_bytes(cut)
     flagged = _rewrite_netw(
         model.to_bytes(),

@@ -40,11 +40,13 @@
 #define BP_TAG_LABELS "LABL"
 #define BP_TAG_SCALING "SCAL"
 #define BP_TAG_META "META"
+#define BP_TAG_RUNNING "NORM"
 #define BP_TAG_END "END "
 
 /* Codes stored in the file, fixed by the format. */
 #define BP_DTYPE_FLOAT32 1u
-#define BP_LAYER_DENSE 1u
+#define BP_LAYER_DENSE 1u  /* a layer's code is its bp_layer_kind plus 1 */
+#define BP_LAYER_CODE_LAST 4u
 
 /* An optimizer's code in OPTM: its bp_optimizer_kind plus one (SGD: 1). */
 #define BP_OPTIMIZER_CODE_FIRST 1u
@@ -58,6 +60,8 @@
 #define BP_NET_LAYER 16      /* kind, activation, units */
 #define BP_NET_LAYER_MORE 8  /* after the layers, each: parameter, flags */
 #define BP_NET_LOSS_MORE 16  /* then delta, smoothing, pos_weight, K */
+#define BP_NET_SEED 8        /* then, after any class weights: seed */
+#define BP_NET_KIND_MORE 16  /* and each layer's rate, eps, momentum, 0 */
 
 /* Flags of a layer in NETW's second table: the layer has no biases. */
 #define BP_LAYER_NO_BIAS 1u

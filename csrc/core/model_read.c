@@ -155,12 +155,14 @@ enum {
     BP_SEC_LABELS,
     BP_SEC_SCALING,
     BP_SEC_META,
+    BP_SEC_RUNNING,
     BP_SEC_COUNT
 };
 
 static const char *const bp_section_tags[BP_SEC_COUNT] = {
     BP_TAG_NET,    BP_TAG_PARAMS,  BP_TAG_OPTIMIZER, BP_TAG_PROGRESS,
     BP_TAG_RNG,    BP_TAG_LABELS,  BP_TAG_SCALING,   BP_TAG_META,
+    BP_TAG_RUNNING,
 };
 
 /* Payloads of the known sections; p == NULL for one that is absent. */
@@ -295,7 +297,11 @@ static bp_status bp_index_sections(const bp_source *src,
     return BP_STATUS_OK;
 }
 
-/* The parameters layer specs need, or -1 if they would not fit. */
+/*
+ * The parameters layer specs need, or -1 if they would not fit. The
+ * widths of layers other than dense are checked later, by
+ * bp_net_create_ex; here they count as they are written.
+ */
 static int64_t bp_count_params(int64_t n_inputs, const bp_layer_spec *layers,
                                int n_layers)
 {
@@ -306,21 +312,61 @@ static int64_t bp_count_params(int64_t n_inputs, const bp_layer_spec *layers,
 
         if (in > (BP_MAX_FLOATS - total) / (out + 1))
             return -1;
-        total += in * out + out;
+        switch (layers[i].kind) {
+        case BP_LAYER_KIND_DENSE:
+            total += in * out + out;
+            break;
+        case BP_LAYER_KIND_DROPOUT:
+            break;
+        default:
+            total += 2 * out;
+            break;
+        }
         in = out;
     }
     return total;
 }
 
 /*
+ * Reads the dropout seed and each layer's rate, eps and momentum, which
+ * follow the loss options in files that have layer kinds.
+ */
+static bp_status bp_read_kind_options(const bp_source *src, bp_reader *r,
+                                      bp_layer_spec *layers, uint32_t count,
+                                      uint64_t *seed)
+{
+    if (bp_left(r) == 0)
+        return BP_STATUS_OK;
+    if (bp_left(r) < BP_NET_SEED ||
+        (bp_left(r) - BP_NET_SEED) / BP_NET_KIND_MORE < count)
+        return bp_bad(src, "is corrupt: section NETW ends inside its layer "
+                      "options");
+    bp_get_u64(r, seed);
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t rate = 0, eps = 0, momentum = 0, reserved = 0;
+
+        bp_get_u32(r, &rate);
+        bp_get_u32(r, &eps);
+        bp_get_u32(r, &momentum);
+        bp_get_u32(r, &reserved);
+        layers[i].rate = bp_f32_from_bits(rate);
+        layers[i].eps = bp_f32_from_bits(eps);
+        layers[i].momentum = bp_f32_from_bits(momentum);
+    }
+    return BP_STATUS_OK;
+}
+
+/*
  * Reads what NETW holds after the layers, when it does (files written
  * before these fields end with the layers and keep the defaults): each
  * layer's activation parameter and flags, then the loss options, with
- * class weights in a new array *class_weights.
+ * class weights in a new array *class_weights, then the dropout seed and
+ * the options of the layer kinds.
  */
 static bp_status bp_read_net_more(const bp_source *src, bp_reader *r,
                                   bp_layer_spec *layers, uint32_t count,
-                                  bp_loss_config *cfg, float **class_weights)
+                                  bp_loss_config *cfg, float **class_weights,
+                                  uint64_t *seed)
 {
     uint32_t delta = 0, smoothing = 0, pos_weight = 0, k = 0;
 
@@ -349,7 +395,7 @@ static bp_status bp_read_net_more(const bp_source *src, bp_reader *r,
     cfg->label_smoothing = bp_f32_from_bits(smoothing);
     cfg->pos_weight = bp_f32_from_bits(pos_weight);
     if (k == 0)
-        return BP_STATUS_OK;
+        return bp_read_kind_options(src, r, layers, count, seed);
 
     if ((uint64_t)k != (uint64_t)layers[count - 1].units ||
         bp_left(r) / 4 < k)
@@ -363,7 +409,7 @@ static bp_status bp_read_net_more(const bp_source *src, bp_reader *r,
                        (unsigned)k);
     bp_get_floats(r, *class_weights, k);
     cfg->class_weights = *class_weights;
-    return BP_STATUS_OK;
+    return bp_read_kind_options(src, r, layers, count, seed);
 }
 
 /*
@@ -373,7 +419,7 @@ static bp_status bp_read_net_more(const bp_source *src, bp_reader *r,
 static bp_status bp_read_specs(const bp_source *src, bp_reader r,
                                bp_loss_config *cfg, int64_t *n_inputs,
                                bp_layer_spec **layers, int *n_layers,
-                               float **class_weights)
+                               float **class_weights, uint64_t *seed)
 {
     uint32_t loss_code = 0;
 
@@ -411,7 +457,7 @@ static bp_status bp_read_specs(const bp_source *src, bp_reader r,
         bp_get_u32(&r, &kind);
         bp_get_u32(&r, &act);
         bp_get_u64(&r, &units);
-        if (kind != BP_LAYER_DENSE)
+        if (kind < BP_LAYER_DENSE || kind > BP_LAYER_CODE_LAST)
             return bp_bad(src, "has layer %u of kind %u, which this bprop "
                           "cannot read", (unsigned)i, (unsigned)kind);
         if (bp_activation_name((bp_activation)act) == NULL)
@@ -422,10 +468,12 @@ static bp_status bp_read_specs(const bp_source *src, bp_reader r,
                           (unsigned)i, (unsigned long long)units);
         (*layers)[i].units = (int64_t)units;
         (*layers)[i].activation = (bp_activation)act;
+        (*layers)[i].kind = (bp_layer_kind)(kind - BP_LAYER_DENSE);
     }
     *cfg = (bp_loss_config){.kind = (bp_loss)loss_code};
     *class_weights = NULL;
-    BP_TRY(bp_read_net_more(src, &r, *layers, count, cfg, class_weights));
+    BP_TRY(bp_read_net_more(src, &r, *layers, count, cfg, class_weights,
+                            seed));
     *n_inputs = (int64_t)inputs;
     *n_layers = (int)count;
     return BP_STATUS_OK;
@@ -459,9 +507,41 @@ static bp_status bp_read_slab(const bp_source *src, bp_reader *r,
 static void bp_zero_absent_biases(bp_net *net)
 {
     for (int i = 0; i < net->n_layers; i++)
-        if (net->layers[i].no_bias)
+        if (net->layers[i].no_bias &&
+            net->layers[i].kind != BP_LAYER_KIND_DROPOUT)
             memset(net->params + net->b_offset[i], 0,
                    (size_t)net->layers[i].units * sizeof(float));
+}
+
+/*
+ * Reads NORM, batch norm's running means and variances, which a network
+ * with batch norm layers must have and any other must not.
+ */
+static bp_status bp_read_running(const bp_source *src, bp_reader r,
+                                 bp_net *net)
+{
+    if (r.p == NULL && net->n_running == 0)
+        return BP_STATUS_OK;
+    if (r.p == NULL)
+        return bp_bad(src, "is corrupt: its network has batch norm layers "
+                      "but no NORM section with their running averages");
+    if (net->n_running == 0)
+        return bp_bad(src, "is corrupt: it has a NORM section but its "
+                      "network has no batch norm layer");
+    BP_TRY(bp_read_slab(src, &r, "NORM", "running averages", net->running,
+                        net->n_running));
+    for (int i = 0; i < net->n_layers; i++) {
+        const float *var = bp_net_running_stats(net, i);
+
+        if (var == NULL)
+            continue;
+        var += net->layers[i].units;
+        for (int64_t k = 0; k < net->layers[i].units; k++)
+            if (var[k] < 0.0f)
+                return bp_bad(src, "is corrupt: layer %d's running "
+                              "variance %lld is negative", i, (long long)k);
+    }
+    return BP_STATUS_OK;
 }
 
 /* Builds the network from NETW and PARM; *out stays NULL on failure. */
@@ -473,10 +553,11 @@ static bp_status bp_read_net(const bp_source *src, const bp_sections *s,
     float *class_weights = NULL;
     int64_t n_inputs = 0;
     int n_layers = 0;
+    uint64_t seed = 0;
 
     *out = NULL;
     bp_status st = bp_read_specs(src, s->sec[BP_SEC_NET], &loss, &n_inputs,
-                                 &layers, &n_layers, &class_weights);
+                                 &layers, &n_layers, &class_weights, &seed);
 
     /* Size the parameters against PARM before allocating them. */
     bp_reader params = s->sec[BP_SEC_PARAMS];
@@ -503,8 +584,11 @@ static bp_status bp_read_net(const bp_source *src, const bp_sections *s,
     if (st == BP_STATUS_OK)
         st = bp_read_slab(src, &params, "PARM", "parameters",
                           (*out)->params, n_params);
-    if (st == BP_STATUS_OK)
+    if (st == BP_STATUS_OK) {
         bp_zero_absent_biases(*out);
+        (*out)->seed = seed;
+        st = bp_read_running(src, s->sec[BP_SEC_RUNNING], *out);
+    }
     if (st != BP_STATUS_OK) {
         bp_net_free(*out);
         *out = NULL;

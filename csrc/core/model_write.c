@@ -125,7 +125,7 @@ static void bp_write_net(bp_writer *w, const bp_net *net)
     bp_put_u32(w, (uint32_t)net->n_layers);
     bp_put_u32(w, 0);
     for (int i = 0; i < net->n_layers; i++) {
-        bp_put_u32(w, BP_LAYER_DENSE);
+        bp_put_u32(w, BP_LAYER_DENSE + (uint32_t)net->layers[i].kind);
         bp_put_u32(w, (uint32_t)net->layers[i].activation);
         bp_put_u64(w, (uint64_t)net->layers[i].units);
     }
@@ -146,6 +146,15 @@ static void bp_write_net(bp_writer *w, const bp_net *net)
     } else {
         bp_put_u32(w, 0);
     }
+
+    /* Added with the layer kinds: the dropout seed and their options. */
+    bp_put_u64(w, net->seed);
+    for (int i = 0; i < net->n_layers; i++) {
+        bp_put_u32(w, bp_f32_bits(net->layers[i].rate));
+        bp_put_u32(w, bp_f32_bits(net->layers[i].eps));
+        bp_put_u32(w, bp_f32_bits(net->layers[i].momentum));
+        bp_put_u32(w, 0);
+    }
     bp_section_end(w, at);
 
     /* The places of absent biases are written as zeros, whatever the slab
@@ -157,13 +166,22 @@ static void bp_write_net(bp_writer *w, const bp_net *net)
         const float *b = bp_net_layer_bias(net, net->params, i);
 
         bp_put_floats(w, net->params + net->w_offset[i],
-                      bp_net_layer_inputs(net, i) * units);
+                      bp_net_layer_n_weights(net, i));
         if (b != NULL)
             bp_put_floats(w, b, units);
-        else
+        else if (net->layers[i].kind != BP_LAYER_KIND_DROPOUT)
             bp_put_zeros(w, units);
     }
     bp_section_end(w, at);
+
+    /* Batch norm's running averages: predictions need them, so a reader
+       that does not know the section must refuse the file. */
+    if (net->n_running > 0) {
+        at = bp_section_begin(w, BP_TAG_RUNNING, BP_SECTION_REQUIRED);
+        bp_put_u64(w, (uint64_t)net->n_running);
+        bp_put_floats(w, net->running, net->n_running);
+        bp_section_end(w, at);
+    }
 }
 
 static void bp_write_labels(bp_writer *w, const bp_model_extras *ex)

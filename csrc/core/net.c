@@ -24,11 +24,94 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Checks one layer spec; `last` says whether it is the output layer. */
-static bp_status bp_layer_check(const char *fn, const bp_layer_spec *spec,
-                                int i, int last)
+const char *bp_layer_kind_name(bp_layer_kind kind)
 {
-    if (spec->units < 1)
+    switch (kind) {
+    case BP_LAYER_KIND_DENSE:
+        return "dense";
+    case BP_LAYER_KIND_DROPOUT:
+        return "dropout";
+    case BP_LAYER_KIND_BATCH_NORM:
+        return "batch_norm";
+    case BP_LAYER_KIND_LAYER_NORM:
+        return "layer_norm";
+    }
+    return NULL;
+}
+
+/* Fails naming field `what` of layers[i], which kind `kind` does not use. */
+static bp_status bp_unused_field(const char *fn, int i, const char *what,
+                                 float value, bp_layer_kind kind)
+{
+    if (value == 0.0f)
+        return BP_STATUS_OK;
+    return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                   "%s: layers[%d].%s is %g, but a %s layer has no %s "
+                   "(leave it 0)", fn, i, what, (double)value,
+                   bp_layer_kind_name(kind), what);
+}
+
+/* Checks the fields of layers[i] that only some kinds use. */
+static bp_status bp_layer_kind_check(const char *fn,
+                                     const bp_layer_spec *spec, int i)
+{
+    bp_layer_kind kind = spec->kind;
+
+    switch (kind) {
+    case BP_LAYER_KIND_DENSE:
+        BP_TRY(bp_unused_field(fn, i, "rate", spec->rate, kind));
+        BP_TRY(bp_unused_field(fn, i, "eps", spec->eps, kind));
+        return bp_unused_field(fn, i, "momentum", spec->momentum, kind);
+    case BP_LAYER_KIND_DROPOUT:
+        if (!(spec->rate >= 0.0f && spec->rate < 1.0f))
+            return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                           "%s: layers[%d].rate is %g; a dropout rate must "
+                           "be in [0, 1)", fn, i, (double)spec->rate);
+        if (spec->activation != BP_ACTIVATION_IDENTITY)
+            return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                           "%s: layers[%d] is a dropout layer with "
+                           "activation %s; dropout takes identity only", fn,
+                           i, bp_activation_name(spec->activation));
+        BP_TRY(bp_unused_field(fn, i, "eps", spec->eps, kind));
+        return bp_unused_field(fn, i, "momentum", spec->momentum, kind);
+    case BP_LAYER_KIND_BATCH_NORM:
+    case BP_LAYER_KIND_LAYER_NORM:
+        BP_TRY(bp_unused_field(fn, i, "rate", spec->rate, kind));
+        if (!(spec->eps >= 0.0f && isfinite(spec->eps)))
+            return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                           "%s: layers[%d].eps is %g; it must be finite and "
+                           "> 0 (0 selects 1e-5)", fn, i, (double)spec->eps);
+        if (kind == BP_LAYER_KIND_LAYER_NORM)
+            return bp_unused_field(fn, i, "momentum", spec->momentum, kind);
+        if (!(spec->momentum >= 0.0f && spec->momentum <= 1.0f))
+            return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                           "%s: layers[%d].momentum is %g; it must be in "
+                           "(0, 1] (0 selects 0.1)", fn, i,
+                           (double)spec->momentum);
+        return BP_STATUS_OK;
+    }
+    return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                   "%s: layers[%d].kind is %d, which is not a "
+                   "bp_layer_kind", fn, i, (int)kind);
+}
+
+/*
+ * Checks one layer spec whose inputs are `n_in`; `last` says whether it
+ * is the output layer.
+ */
+static bp_status bp_layer_check(const char *fn, const bp_layer_spec *spec,
+                                int i, int last, int64_t n_in)
+{
+    BP_TRY(bp_layer_kind_check(fn, spec, i));
+    if (spec->kind != BP_LAYER_KIND_DENSE && spec->units != 0 &&
+        spec->units != n_in)
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "%s: layers[%d] is a %s layer of %lld units after "
+                       "%lld; it keeps its input's width (give 0 or %lld)",
+                       fn, i, bp_layer_kind_name(spec->kind),
+                       (long long)spec->units, (long long)n_in,
+                       (long long)n_in);
+    if (spec->kind == BP_LAYER_KIND_DENSE && spec->units < 1)
         return bp_fail(BP_STATUS_INVALID_ARGUMENT,
                        "%s: layers[%d].units is %lld; it must be >= 1", fn,
                        i, (long long)spec->units);
@@ -92,11 +175,16 @@ static bp_status bp_loss_fits(const char *fn, bp_loss loss,
                    (int)loss);
 }
 
-/* Validates bp_net_create's arguments. */
+/*
+ * Validates bp_net_create's arguments and copies the layers into a new
+ * array *resolved, with the defaults filled in: the width of the layers
+ * that keep their input's, activation parameters, eps and momentum.
+ */
 static bp_status bp_net_check_spec(const char *fn, int64_t n_inputs,
                                    const bp_layer_spec *layers, int n_layers,
-                                   bp_loss loss)
+                                   bp_loss loss, bp_layer_spec **resolved)
 {
+    *resolved = NULL;
     if (n_inputs < 1)
         return bp_fail(BP_STATUS_INVALID_ARGUMENT,
                        "%s: argument 'n_inputs' is %lld; it must be >= 1",
@@ -106,9 +194,39 @@ static bp_status bp_net_check_spec(const char *fn, int64_t n_inputs,
                        "%s: argument 'n_layers' is %d; it must be >= 1", fn,
                        n_layers);
     BP_REQUIRE_PTR(fn, layers);
-    for (int i = 0; i < n_layers; i++)
-        BP_TRY(bp_layer_check(fn, &layers[i], i, i == n_layers - 1));
-    return bp_loss_fits(fn, loss, layers[n_layers - 1].activation);
+
+    int64_t n_in = n_inputs;
+    for (int i = 0; i < n_layers; i++) {
+        BP_TRY(bp_layer_check(fn, &layers[i], i, i == n_layers - 1, n_in));
+        n_in = layers[i].kind == BP_LAYER_KIND_DENSE ? layers[i].units
+                                                     : n_in;
+    }
+    BP_TRY(bp_loss_fits(fn, loss, layers[n_layers - 1].activation));
+
+    bp_layer_spec *copy = malloc((size_t)n_layers * sizeof *copy);
+    if (copy == NULL)
+        return bp_fail(BP_STATUS_OUT_OF_MEMORY,
+                       "%s: cannot allocate %d layer specs", fn, n_layers);
+    n_in = n_inputs;
+    for (int i = 0; i < n_layers; i++) {
+        bp_layer_spec *spec = &copy[i];
+
+        *spec = layers[i];
+        if (spec->kind != BP_LAYER_KIND_DENSE)
+            spec->units = n_in;
+        spec->activation_param = bp_activation_param(spec->activation,
+                                                     spec->activation_param);
+        spec->no_bias = spec->no_bias != 0 ||
+                        spec->kind == BP_LAYER_KIND_DROPOUT;
+        if (spec->kind == BP_LAYER_KIND_BATCH_NORM ||
+            spec->kind == BP_LAYER_KIND_LAYER_NORM)
+            spec->eps = spec->eps > 0.0f ? spec->eps : 1e-5f;
+        if (spec->kind == BP_LAYER_KIND_BATCH_NORM)
+            spec->momentum = spec->momentum > 0.0f ? spec->momentum : 0.1f;
+        n_in = spec->units;
+    }
+    *resolved = copy;
+    return BP_STATUS_OK;
 }
 
 /*
@@ -119,9 +237,11 @@ static bp_status bp_net_layout(const char *fn, bp_net *net)
 {
     int64_t at = 0;
 
+    net->n_running = 0;
     for (int i = 0; i < net->n_layers; i++) {
         int64_t in = bp_net_layer_inputs(net, i);
         int64_t out = net->layers[i].units;
+        bp_layer_kind kind = net->layers[i].kind;
 
         /* The width first: it bounds `out + 1` below INT64_MAX. */
         if (out > BP_MAX_FLOATS - net->sum_units ||
@@ -131,8 +251,14 @@ static bp_status bp_net_layout(const char *fn, bp_net *net)
                            "%lld x %lld)", fn, i, (long long)in,
                            (long long)out);
         net->w_offset[i] = at;
-        net->b_offset[i] = at + in * out;
-        at += in * out + out;
+        at += bp_net_layer_n_weights(net, i);
+        net->b_offset[i] = at;
+        at += kind == BP_LAYER_KIND_DROPOUT ? 0 : out;
+        net->s_offset[i] = -1;
+        if (kind == BP_LAYER_KIND_BATCH_NORM) {
+            net->s_offset[i] = net->n_running;
+            net->n_running += 2 * out;
+        }
         net->sum_units += out;
         if (out > net->max_units)
             net->max_units = out;
@@ -142,7 +268,8 @@ static bp_status bp_net_layout(const char *fn, bp_net *net)
 }
 
 /* Allocates everything but the training buffers; NULL on failure. */
-static bp_net *bp_net_alloc(int n_layers, int64_t n_params)
+static bp_net *bp_net_alloc(int n_layers, int64_t n_params,
+                            int64_t n_running)
 {
     bp_net *net = calloc(1, sizeof *net);
     size_t bytes = (size_t)n_params * sizeof(float);
@@ -152,15 +279,19 @@ static bp_net *bp_net_alloc(int n_layers, int64_t n_params)
     net->layers = calloc((size_t)n_layers, sizeof *net->layers);
     net->w_offset = calloc((size_t)n_layers, sizeof *net->w_offset);
     net->b_offset = calloc((size_t)n_layers, sizeof *net->b_offset);
+    net->s_offset = calloc((size_t)n_layers, sizeof *net->s_offset);
     if (n_params > 0) {
         net->params = bp_calloc(bytes);
         net->grads = bp_calloc(bytes);
         net->velocity = bp_calloc(bytes);
     }
+    if (n_running > 0)
+        net->running = bp_calloc((size_t)n_running * sizeof(float));
     if (net->layers == NULL || net->w_offset == NULL ||
-        net->b_offset == NULL ||
+        net->b_offset == NULL || net->s_offset == NULL ||
         (n_params > 0 && (net->params == NULL || net->grads == NULL ||
-                          net->velocity == NULL))) {
+                          net->velocity == NULL)) ||
+        (n_running > 0 && net->running == NULL)) {
         bp_net_free(net);
         return NULL;
     }
@@ -190,6 +321,22 @@ static bp_status bp_net_set_loss(const char *fn, bp_net *net,
     return BP_STATUS_OK;
 }
 
+/* Running means 0 and variances 1, as before any training. */
+static void bp_net_reset_running(bp_net *net)
+{
+    for (int i = 0; i < net->n_layers; i++) {
+        if (net->s_offset[i] < 0)
+            continue;
+
+        int64_t units = net->layers[i].units;
+        float *stats = net->running + net->s_offset[i];
+        for (int64_t k = 0; k < units; k++) {
+            stats[k] = 0.0f;
+            stats[units + k] = 1.0f;
+        }
+    }
+}
+
 /* bp_net_create_ex reporting errors as `fn`. */
 static bp_status bp_net_create_named(const char *fn, bp_net **out,
                                      int64_t n_inputs,
@@ -197,50 +344,57 @@ static bp_status bp_net_create_named(const char *fn, bp_net **out,
                                      int n_layers, const bp_loss_config *loss)
 {
     bp_loss_config cfg;
+    bp_layer_spec *specs;
 
     BP_REQUIRE_PTR(fn, out);
     *out = NULL;
     BP_REQUIRE_PTR(fn, loss);
-    BP_TRY(bp_net_check_spec(fn, n_inputs, layers, n_layers, loss->kind));
-    BP_TRY(bp_loss_config_resolve(fn, loss, layers[n_layers - 1].units,
-                                  &cfg));
+    BP_TRY(bp_net_check_spec(fn, n_inputs, layers, n_layers, loss->kind,
+                             &specs));
+    bp_status st = bp_loss_config_resolve(fn, loss, specs[n_layers - 1].units,
+                                          &cfg);
 
     /* Lay the slabs out in a stack copy first, to size them. */
     bp_net shape = {.n_inputs = n_inputs, .n_layers = n_layers,
-                    .layers = (bp_layer_spec *)layers, .loss = cfg.kind};
-    int64_t *offsets = calloc(2 * (size_t)n_layers, sizeof *offsets);
-    if (offsets == NULL)
-        return bp_fail(BP_STATUS_OUT_OF_MEMORY,
-                       "%s: cannot allocate %d layer offsets", fn, n_layers);
-    shape.w_offset = offsets;
-    shape.b_offset = offsets + n_layers;
-    bp_status status = bp_net_layout(fn, &shape);
-    free(offsets);
-    BP_TRY(status);
-
-    bp_net *net = bp_net_alloc(n_layers, shape.n_params);
-    if (net == NULL)
-        return bp_fail(BP_STATUS_OUT_OF_MEMORY,
-                       "%s: cannot allocate a network of %lld parameters",
-                       fn, (long long)shape.n_params);
-    net->n_inputs = n_inputs;
-    net->n_layers = n_layers;
-    memcpy(net->layers, layers, (size_t)n_layers * sizeof *layers);
-    for (int i = 0; i < n_layers; i++) {
-        bp_layer_spec *spec = &net->layers[i];
-
-        spec->activation_param = bp_activation_param(spec->activation,
-                                                     spec->activation_param);
-        spec->no_bias = spec->no_bias != 0;
+                    .layers = specs, .loss = cfg.kind};
+    int64_t *offsets = NULL;
+    if (st == BP_STATUS_OK) {
+        offsets = calloc(3 * (size_t)n_layers, sizeof *offsets);
+        if (offsets == NULL)
+            st = bp_fail(BP_STATUS_OUT_OF_MEMORY,
+                         "%s: cannot allocate %d layer offsets", fn,
+                         n_layers);
     }
-    bp_status st = bp_net_layout(fn, net);
+    if (st == BP_STATUS_OK) {
+        shape.w_offset = offsets;
+        shape.b_offset = offsets + n_layers;
+        shape.s_offset = offsets + 2 * (size_t)n_layers;
+        st = bp_net_layout(fn, &shape);
+    }
+    free(offsets);
+
+    bp_net *net = NULL;
+    if (st == BP_STATUS_OK) {
+        net = bp_net_alloc(n_layers, shape.n_params, shape.n_running);
+        if (net == NULL)
+            st = bp_fail(BP_STATUS_OUT_OF_MEMORY,
+                         "%s: cannot allocate a network of %lld "
+                         "parameters", fn, (long long)shape.n_params);
+    }
+    if (st == BP_STATUS_OK) {
+        net->n_inputs = n_inputs;
+        net->n_layers = n_layers;
+        memcpy(net->layers, specs, (size_t)n_layers * sizeof *specs);
+        st = bp_net_layout(fn, net);
+    }
+    free(specs);
     if (st == BP_STATUS_OK)
         st = bp_net_set_loss(fn, net, &cfg);
     if (st != BP_STATUS_OK) {
         bp_net_free(net);
         return st;
     }
-
+    bp_net_reset_running(net);
     *out = net;
     return BP_STATUS_OK;
 }
@@ -273,6 +427,7 @@ void bp_train_buffers_free(bp_train_buffers *t)
     bp_free(t->labels);
     bp_free(t->weights);
     bp_free(t->pre);
+    bp_free(t->norm);
     bp_free(t->order);
     memset(t, 0, sizeof *t);
 }
@@ -286,9 +441,11 @@ void bp_net_free(bp_net *net)
     bp_free(net->grads);
     bp_free(net->velocity);
     bp_free(net->squares);
+    bp_free(net->running);
     free(net->layers);
     free(net->w_offset);
     free(net->b_offset);
+    free(net->s_offset);
     free(net->class_weights);
     free(net);
 }
@@ -318,7 +475,11 @@ bp_status bp_net_clone(bp_net **out, const bp_net *net)
         }
         memcpy(copy->squares, net->squares, bytes);
     }
+    if (net->n_running > 0)
+        memcpy(copy->running, net->running,
+               (size_t)net->n_running * sizeof(float));
     copy->step = net->step;
+    copy->seed = net->seed;
     *out = copy;
     return BP_STATUS_OK;
 }
@@ -369,6 +530,15 @@ static int bp_relu_like(bp_activation act)
  */
 static void bp_init_weights(bp_net *net, bp_init init, int i, uint64_t seed)
 {
+    if (net->layers[i].kind != BP_LAYER_KIND_DENSE) {
+        /* A normalisation starts as the identity: gamma 1 (beta 0). */
+        float *gamma = net->params + net->w_offset[i];
+
+        for (int64_t k = 0; k < bp_net_layer_n_weights(net, i); k++)
+            gamma[k] = 1.0f;
+        return;
+    }
+
     double fan_in = (double)bp_net_layer_inputs(net, i);
     double fan_out = (double)net->layers[i].units;
     float *w = net->params + net->w_offset[i];
@@ -440,6 +610,8 @@ bp_status bp_net_init(bp_net *net, bp_init init, uint64_t seed)
     if (net->squares != NULL)
         memset(net->squares, 0, bytes);
     net->step = 0;
+    net->seed = seed;
+    bp_net_reset_running(net);
 
     for (int i = 0; i < net->n_layers; i++)
         bp_init_weights(net, init, i, seed);
@@ -644,7 +816,27 @@ bp_status bp_net_get_loss_config(const bp_net *net, bp_loss_config *cfg)
 int bp_net_keeps_pre(const bp_net *net)
 {
     for (int i = 0; i < net->n_layers; i++)
-        if (bp_activation_needs_input(bp_net_layer_act(net, i)))
+        if (bp_activation_needs_input(bp_net_layer_act(net, i)) ||
+            net->layers[i].kind == BP_LAYER_KIND_DROPOUT)
             return 1;
     return 0;
+}
+
+float *bp_net_running_stats(bp_net *net, int i)
+{
+    if (net == NULL || i < 0 || i >= net->n_layers || net->s_offset[i] < 0)
+        return NULL;
+    return net->running + net->s_offset[i];
+}
+
+uint64_t bp_net_seed(const bp_net *net)
+{
+    return net != NULL ? net->seed : 0;
+}
+
+bp_status bp_net_set_seed(bp_net *net, uint64_t seed)
+{
+    BP_REQUIRE_PTR("bp_net_set_seed", net);
+    net->seed = seed;
+    return BP_STATUS_OK;
 }

@@ -24,8 +24,12 @@ typedef struct bp_train_buffers {
     float *weights;   /* B: its sample weights, when the epoch has them */
     float *pre;       /* B x U, laid out like acts, or NULL: the
                          pre-activations of layers whose derivative needs
-                         them (bp_activation_needs_input); only those
-                         layers' blocks are written */
+                         them (bp_activation_needs_input) and the masks
+                         of dropout layers; only those layers' blocks
+                         are written */
+    float *norm;      /* 2U: each batch norm layer's batch mean and
+                         1 / sqrt(var + eps), at twice its acts offset
+                         divided by B */
     int64_t *order;   /* n: the epoch's shuffled row order */
 } bp_train_buffers;
 
@@ -42,7 +46,13 @@ struct bp_net {
     float *class_weights;     /* O, or NULL */
     int64_t *w_offset;      /* n_layers offsets of weights in the slabs */
     int64_t *b_offset;      /* n_layers offsets of biases in the slabs */
+    int64_t *s_offset;      /* n_layers offsets in `running`, -1 for
+                               layers other than batch norm */
     int64_t n_params;
+    int64_t n_running;      /* floats in `running` */
+    float *running;         /* batch norm's running means and variances:
+                               per such layer, mean (O) then var (O) */
+    uint64_t seed;          /* of the dropout masks */
     int64_t sum_units;      /* U */
     int64_t max_units;      /* W */
     float *params;          /* n_params, 64-byte aligned */
@@ -83,6 +93,19 @@ static inline bp_activation bp_net_layer_act(const bp_net *net, int i)
 static inline float bp_net_layer_param(const bp_net *net, int i)
 {
     return net->layers[i].activation_param;
+}
+
+/* Layer i's weights: I x O for dense, O (gamma) for norms, none for dropout. */
+static inline int64_t bp_net_layer_n_weights(const bp_net *net, int i)
+{
+    switch (net->layers[i].kind) {
+    case BP_LAYER_KIND_DENSE:
+        return bp_net_layer_inputs(net, i) * net->layers[i].units;
+    case BP_LAYER_KIND_DROPOUT:
+        return 0;
+    default:
+        return net->layers[i].units;
+    }
 }
 
 /*

@@ -20,9 +20,11 @@
 #include "core/check.h"
 #include "core/memory.h"
 #include "kernels/loss.h"
+#include "kernels/norm.h"
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 bp_status bp_workspace_create(bp_workspace **out, const bp_net *net,
                               int64_t max_batch)
@@ -122,20 +124,50 @@ static const float *bp_forward(const bp_net *net, bp_workspace *ws,
                                float *out, const float *x, int64_t rows)
 {
     const float *in = x;
-    int last = net->n_layers - 1;
+    int last = net->n_layers - 1, next = 0;
 
+    /* `next` alternates between the two buffers as layers write them;
+       dropout writes nothing, so it does not advance it. */
     for (int l = 0; l <= last; l++) {
-        float *y = l == last && out != NULL ? out : ws->buf[l % 2];
+        const bp_layer_spec *spec = &net->layers[l];
+        float *y = l == last && out != NULL ? out : ws->buf[next];
+        const float *gamma = net->params + net->w_offset[l];
+        const float *beta = bp_net_layer_bias(net, net->params, l);
+        bp_activation act = bp_net_layer_act(net, l);
 
-        /* Arguments were checked by the caller; this cannot fail. */
-        (void)bp_dense_forward_ex(y, NULL, in,
-                                  net->params + net->w_offset[l],
-                                  bp_net_layer_bias(net, net->params, l),
-                                  bp_net_layer_act(net, l),
-                                  bp_net_layer_param(net, l), rows,
-                                  bp_net_layer_inputs(net, l),
-                                  net->layers[l].units);
+        /* Arguments were checked by the caller; nothing here can fail. */
+        switch (spec->kind) {
+        case BP_LAYER_KIND_DENSE:
+            (void)bp_dense_forward_ex(y, NULL, in, gamma, beta, act,
+                                      spec->activation_param, rows,
+                                      bp_net_layer_inputs(net, l),
+                                      spec->units);
+            in = y;
+            next ^= 1;
+            continue;
+        case BP_LAYER_KIND_DROPOUT:
+            /* Inference keeps every unit: inverted dropout scaled the
+               kept ones in training instead. */
+            if (y == out)
+                memcpy(out, in, (size_t)(rows * spec->units) * sizeof *out);
+            else
+                y = (float *)in;
+            in = y;
+            continue;
+        case BP_LAYER_KIND_BATCH_NORM:
+            bp_batch_norm_infer(y, in, net->running + net->s_offset[l], gamma,
+                                beta, spec->eps, rows, spec->units);
+            break;
+        case BP_LAYER_KIND_LAYER_NORM:
+            bp_layer_norm_forward(y, in, gamma, beta, spec->eps, rows,
+                                  spec->units);
+            break;
+        }
+        if (act != BP_ACTIVATION_IDENTITY)
+            (void)bp_activation_forward_ex(y, y, act, spec->activation_param,
+                                           rows, spec->units);
         in = y;
+        next ^= 1;
     }
     return in;
 }

@@ -12,7 +12,8 @@
 /* What a stream is used for, so that init and shuffle never share one. */
 typedef enum bp_rng_purpose {
     BP_RNG_INIT = 1,    /* weight initialisation; stream = layer index */
-    BP_RNG_SHUFFLE = 2  /* epoch order; stream = epoch */
+    BP_RNG_SHUFFLE = 2, /* epoch order; stream = epoch */
+    BP_RNG_DROPOUT = 3  /* dropout masks; stream = step x layers + layer */
 } bp_rng_purpose;
 
 /* A position in one stream; a plain value, copy it freely. */

@@ -28,6 +28,7 @@
 #include "core/memory.h"
 #include "core/rng.h"
 #include "kernels/loss.h"
+#include "kernels/norm.h"
 #include "kernels/sgd.h"
 
 #include <math.h>
@@ -77,6 +78,9 @@ static bp_status bp_train_reserve(const char *fn, bp_net *net, int64_t batch)
     if (ok && bp_net_keeps_pre(net))
         ok = bp_grow((void **)&t->pre, old * net->sum_units,
                      batch * net->sum_units, sizeof(float));
+    if (ok && net->n_running > 0)
+        ok = bp_grow((void **)&t->norm, old > 0 ? 2 * net->sum_units : 0,
+                     2 * net->sum_units, sizeof(float));
     if (!ok) {
         /* Some buffers grew and some did not; forget the size they share. */
         bp_train_buffers_free(t);
@@ -90,13 +94,86 @@ static bp_status bp_train_reserve(const char *fn, bp_net *net, int64_t batch)
 
 /*
  * Layer l's block of the kept pre-activations, or NULL when its
- * activation's derivative does not need them.
+ * activation's derivative does not need them; a dropout layer's mask.
  */
 static float *bp_pre_block(const bp_net *net, int l, int64_t at)
 {
-    if (!bp_activation_needs_input(bp_net_layer_act(net, l)))
+    if (!bp_activation_needs_input(bp_net_layer_act(net, l)) &&
+        net->layers[l].kind != BP_LAYER_KIND_DROPOUT)
         return NULL;
     return net->train.pre + at;
+}
+
+/*
+ * The forward pass of a layer that is not dense, in training mode.
+ *   y  B x O  its output (OUT)    x  B x O  its input (IN)
+ *   pre  its block of kept pre-activations or mask, or NULL  (OUT)
+ *   at  the offset of its blocks in acts and pre
+ */
+static void bp_layer_train_forward(bp_net *net, int l, float *y, float *pre,
+                                   const float *x, int64_t at, int64_t batch)
+{
+    const bp_layer_spec *spec = &net->layers[l];
+    int64_t n = spec->units;
+    const float *gamma = net->params + net->w_offset[l];
+    const float *beta = bp_net_layer_bias(net, net->params, l);
+    bp_activation act = bp_net_layer_act(net, l);
+    float *z = pre != NULL ? pre : y;
+
+    switch (spec->kind) {
+    case BP_LAYER_KIND_DROPOUT:
+        /* The stream is unique to (step, layer) for this network. */
+        bp_dropout_forward(y, pre, x, spec->rate, net->seed,
+                           net->step * (uint64_t)net->n_layers + (uint64_t)l,
+                           batch * n);
+        return;
+    case BP_LAYER_KIND_BATCH_NORM:
+        bp_batch_norm_train(z, net->train.norm + 2 * (at / batch),
+                            net->running + net->s_offset[l], x, gamma, beta,
+                            spec->eps, spec->momentum, batch, n);
+        break;
+    default:
+        bp_layer_norm_forward(z, x, gamma, beta, spec->eps, batch, n);
+        break;
+    }
+    if (act != BP_ACTIVATION_IDENTITY)
+        (void)bp_activation_forward_ex(y, z, act, spec->activation_param,
+                                       batch, n);
+}
+
+/*
+ * The backward pass of a layer that is not dense: from the gradient dy
+ * of its output (overwritten) to dx (NULL for the first layer) and the
+ * gradients of its parameters.
+ */
+static void bp_layer_train_backward(bp_net *net, int l, float *dx, float *dy,
+                                    const float *x, const float *y,
+                                    const float *pre, int64_t at,
+                                    int64_t batch)
+{
+    const bp_layer_spec *spec = &net->layers[l];
+    int64_t n = spec->units;
+    const float *gamma = net->params + net->w_offset[l];
+    float *dgamma = net->grads + net->w_offset[l];
+    float *dbeta = bp_net_layer_bias(net, net->grads, l);
+    bp_activation act = bp_net_layer_act(net, l);
+
+    if (spec->kind == BP_LAYER_KIND_DROPOUT) {
+        if (dx != NULL)
+            for (int64_t i = 0; i < batch * n; i++)
+                dx[i] = dy[i] * pre[i];
+        return;
+    }
+    if (act != BP_ACTIVATION_IDENTITY)
+        (void)bp_activation_backward_ex(dy, dy, y, pre, act,
+                                        spec->activation_param, batch, n);
+    if (spec->kind == BP_LAYER_KIND_BATCH_NORM)
+        bp_batch_norm_backward(dx, dgamma, dbeta, dy, x,
+                               net->train.norm + 2 * (at / batch), gamma,
+                               batch, n);
+    else
+        bp_layer_norm_backward(dx, dgamma, dbeta, dy, x, gamma, spec->eps,
+                               batch, n);
 }
 
 /*
@@ -120,12 +197,16 @@ static bp_status bp_net_backprop_weighted(bp_net *net, const float *x,
         int64_t n_in = bp_net_layer_inputs(net, l);
         int64_t n_out = net->layers[l].units;
 
-        BP_TRY(bp_dense_forward_ex(t->acts + at, bp_pre_block(net, l, at),
-                                   in, net->params + net->w_offset[l],
-                                   bp_net_layer_bias(net, net->params, l),
-                                   bp_net_layer_act(net, l),
-                                   bp_net_layer_param(net, l), batch, n_in,
-                                   n_out));
+        if (net->layers[l].kind != BP_LAYER_KIND_DENSE)
+            bp_layer_train_forward(net, l, t->acts + at,
+                                   bp_pre_block(net, l, at), in, at, batch);
+        else
+            BP_TRY(bp_dense_forward_ex(
+                t->acts + at, bp_pre_block(net, l, at), in,
+                net->params + net->w_offset[l],
+                bp_net_layer_bias(net, net->params, l),
+                bp_net_layer_act(net, l), bp_net_layer_param(net, l), batch,
+                n_in, n_out));
         in = t->acts + at;
         at += batch * n_out;
     }
@@ -144,6 +225,12 @@ static bp_status bp_net_backprop_weighted(bp_net *net, const float *x,
         const float *x_l = l > 0 ? y_l - batch * n_in : x;
         float *dx = l > 0 ? t->delta[(last - l + 1) % 2] : NULL;
 
+        if (net->layers[l].kind != BP_LAYER_KIND_DENSE) {
+            bp_layer_train_backward(net, l, dx, dy, x_l, y_l,
+                                    bp_pre_block(net, l, at), at, batch);
+            dy = dx;
+            continue;
+        }
         /* dz overwrites dy: the activation backward may run in place. */
         BP_TRY(bp_dense_backward_ex(dx, net->grads + net->w_offset[l],
                                     bp_net_layer_bias(net, net->grads, l), dy,
@@ -173,6 +260,21 @@ static void bp_net_step(bp_net *net, const bp_sgd_config *sgd)
     bp_net_update(net, &opt, NULL);
 }
 
+/*
+ * Batch norm learns nothing from a batch of one row (each value is its
+ * own mean); a training call whose batches have one row fails.
+ */
+static bp_status bp_batch_norm_rows(const char *fn, const bp_net *net,
+                                    int64_t batch)
+{
+    if (batch >= 2 || net->n_running == 0)
+        return BP_STATUS_OK;
+    return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                   "%s: the network has a batch norm layer, which needs "
+                   "batches of at least 2 rows in training; the batch has "
+                   "%lld", fn, (long long)batch);
+}
+
 /* Checks what bp_net_gradient and bp_net_train_batch share. */
 static bp_status bp_batch_check(const char *fn, bp_net *net, const float *x,
                                 const float *y, const int32_t *labels,
@@ -186,6 +288,7 @@ static bp_status bp_batch_check(const char *fn, bp_net *net, const float *x,
     BP_TRY(bp_check_shape(fn, "batch", batch, "inputs", net->n_inputs));
     BP_REQUIRE_PTR(fn, x);
     BP_TRY(bp_net_check_targets(fn, net, y, labels, batch));
+    BP_TRY(bp_batch_norm_rows(fn, net, batch));
     return bp_train_reserve(fn, net, batch);
 }
 
@@ -227,10 +330,12 @@ static bp_status bp_not_finite(const char *fn, const bp_net *net,
     char where[160] = "";
 
     if (layer >= 0) {
-        int64_t n_out = net->layers[layer].units;
-        int64_t n_w = bp_net_layer_inputs(net, layer) * n_out;
+        int64_t n_b = net->layers[layer].kind == BP_LAYER_KIND_DROPOUT
+                          ? 0
+                          : net->layers[layer].units;
+        int64_t n_w = bp_net_layer_n_weights(net, layer);
         int bad = !bp_all_finite(net->params + net->w_offset[layer], n_w) ||
-                  !bp_all_finite(net->params + net->b_offset[layer], n_out);
+                  !bp_all_finite(net->params + net->b_offset[layer], n_b);
 
         snprintf(where, sizeof where,
                  "; layer %d of %d is the first whose output is NaN or "
@@ -429,6 +534,9 @@ static bp_status bp_train_epoch(const char *fn, bp_net *net,
     BP_TRY(bp_weights_check(fn, weights, n));
     if (batch_size > n)
         batch_size = n;
+    /* A last batch of one row is kept: it leaves the running averages
+       alone and passes no gradient through the normalisation. */
+    BP_TRY(bp_batch_norm_rows(fn, net, batch_size));
     BP_TRY(bp_train_reserve(fn, net, batch_size));
     if (shuffle)
         BP_TRY(bp_order_reserve(fn, net, n));

@@ -12,6 +12,8 @@
  *   being scaled to zero.
  * - The second state slab is allocated on the first update that needs
  *   it; the first (velocity) always exists.
+ * - Dropout layers hold no parameters: their weight and bias counts are
+ *   0 and their loops do nothing.
  */
 #include "core/net.h"
 
@@ -57,10 +59,13 @@ void bp_net_update(bp_net *net, const bp_optimizer *opt,
     if (opt->clip_norm > 0.0f)
         u.grad_scale = bp_clip_scale(net, opt->clip_norm);
 
-    /* Each layer's block is its weights, then whatever biases it has. */
+    /* Each layer's block is its weights, then whatever biases it has.
+       A normalisation's gamma decays as biases do: shrinking it towards
+       0 rather than towards its starting 1 would fight the layer. */
     for (int l = 0; l < net->n_layers; l++) {
         int64_t w = net->w_offset[l];
-        int64_t n_w = bp_net_layer_inputs(net, l) * net->layers[l].units;
+        int64_t n_w = bp_net_layer_n_weights(net, l);
+        int dense = net->layers[l].kind == BP_LAYER_KIND_DENSE;
         int64_t end = l + 1 < net->n_layers ? net->w_offset[l + 1]
                                             : net->n_params;
         int64_t at[2] = {w, w + n_w};
@@ -69,7 +74,8 @@ void bp_net_update(bp_net *net, const bp_optimizer *opt,
         for (int k = 0; k < 2; k++) {
             float *s = net->squares != NULL ? net->squares + at[k] : NULL;
 
-            u.weight_decay = k == 0 ? opt->weight_decay : bias_decay;
+            u.weight_decay = k == 0 && dense ? opt->weight_decay
+                                             : bias_decay;
             bp_optimizer_step(net->params + at[k], net->velocity + at[k], s,
                               net->grads + at[k], opt, &u, count[k]);
         }

@@ -600,20 +600,58 @@ BP_API bp_status bp_schedule_observe(bp_schedule *sched, double metric);
  * ------------------------------------------------------------------- */
 
 /*
- * One dense layer of a network. The fields after `activation` were added
- * later, and a zero in them keeps the earlier behaviour: a layer whose
- * spec sets only units and activation has the default parameter and
- * biases. Initialise specs with designated initializers, {.units = 64,
- * .activation = BP_ACTIVATION_RELU}: fields may be appended again, and a
- * positional initializer that leaves some out draws a warning
- * (-Wmissing-field-initializers, in -Wextra).
+ * What a layer computes. A layer's output is act(f(x)) with f:
+ * - DENSE: x @ W + b, with W inputs x units and b units.
+ * - DROPOUT: in training, each input is zeroed with probability `rate`
+ *   and the others are scaled by 1 / (1 - rate) (inverted dropout); at
+ *   inference, x itself. The mask is drawn from the network's seed, the
+ *   layer and the optimizer step, so it depends on nothing else. No
+ *   parameters; its activation must be identity.
+ * - BATCH_NORM: each input column normalised, gamma * (x - mean) /
+ *   sqrt(var + eps) + beta, with the batch's mean and (biased) variance
+ *   in training and running averages of them at inference. A training
+ *   batch moves the running mean and the running unbiased variance a
+ *   fraction `momentum` towards the batch's. Training needs batches of
+ *   two rows or more.
+ * - LAYER_NORM: the same with each row's mean and variance, in training
+ *   and at inference alike.
+ * The layers after the first dense kind have as many units as inputs
+ * (give 0 or that number). Their parameters take the places of a dense
+ * layer's: gamma (units) where weights go, beta (units) where biases go.
+ */
+typedef enum bp_layer_kind {
+    BP_LAYER_KIND_DENSE = 0,
+    BP_LAYER_KIND_DROPOUT = 1,
+    BP_LAYER_KIND_BATCH_NORM = 2,
+    BP_LAYER_KIND_LAYER_NORM = 3
+} bp_layer_kind;
+
+/* A static name for a layer kind ("dense", "dropout", ...), or NULL. */
+BP_API const char *bp_layer_kind_name(bp_layer_kind kind);
+
+/*
+ * One layer of a network. The fields after `activation` were added
+ * later, and a zero in them keeps the earlier behaviour: a spec that
+ * sets only units and activation is a dense layer with the default
+ * parameter and biases. Initialise specs with designated initializers,
+ * {.units = 64, .activation = BP_ACTIVATION_RELU}: fields may be
+ * appended again, and a positional initializer that leaves some out
+ * draws a warning (-Wmissing-field-initializers, in -Wextra).
  */
 typedef struct bp_layer_spec {
-    int64_t units;            /* outputs of the layer, >= 1 */
+    int64_t units;            /* outputs of the layer, >= 1; 0 for a
+                                 layer that keeps its input's width */
     bp_activation activation; /* softmax, log_softmax: last layer only */
     float activation_param;   /* leaky_relu's slope, elu's alpha; 0 selects
                                  the default (bp_activation_param) */
-    int no_bias;              /* nonzero: the layer has no biases */
+    int no_bias;              /* nonzero: the layer has no biases (dense)
+                                 or no beta (normalisation) */
+    bp_layer_kind kind;       /* 0: dense */
+    float rate;               /* dropout: the fraction zeroed, [0, 1) */
+    float eps;                /* normalisation: added to the variance;
+                                 0 selects 1e-5 */
+    float momentum;           /* batch norm: the running averages' step,
+                                 (0, 1]; 0 selects 0.1 */
 } bp_layer_spec;
 
 /*
@@ -752,9 +790,28 @@ BP_API bp_status bp_net_optimizer_state(bp_net *net, int i, int create,
 BP_API uint64_t bp_net_optimizer_step(const bp_net *net);
 BP_API bp_status bp_net_set_optimizer_step(bp_net *net, uint64_t step);
 
-/* Offsets of layer i's weights and biases in the parameter slab. */
+/*
+ * Offsets of layer i's weights and biases in the parameter slab. A
+ * dense layer has inputs x units weights, a normalisation layer units
+ * (gamma), a dropout layer none; each but dropout has units biases
+ * (beta).
+ */
 BP_API bp_status bp_net_layer_offsets(const bp_net *net, int i,
                                       int64_t *w_offset, int64_t *b_offset);
+
+/*
+ * Batch norm layer i's running mean (units) followed by its running
+ * variance (units), owned by the network and writable; NULL for other
+ * layers. bp_net_init sets them to 0 and 1; model files keep them.
+ */
+BP_API float *bp_net_running_stats(bp_net *net, int i);
+
+/*
+ * The seed of the network's dropout masks: bp_net_init's seed, or the
+ * one set here (model files keep it).
+ */
+BP_API uint64_t bp_net_seed(const bp_net *net);
+BP_API bp_status bp_net_set_seed(bp_net *net, uint64_t seed);
 
 /*
  * Forward and backward pass on one batch, leaving gradients in the
@@ -766,7 +823,9 @@ BP_API bp_status bp_net_layer_offsets(const bp_net *net, int i,
  *   loss    the batch's mean loss, without the L2 term (OUT; may be NULL)
  * Pass the target argument the loss needs and NULL for the other.
  * Cross-entropy takes labels or, when labels is NULL, probabilities in
- * y (rows summing to 1).
+ * y (rows summing to 1). Like every training call it runs the layers in
+ * training mode: dropout masks for the current optimizer step, batch
+ * norm with the batch's statistics, moving its running averages.
  */
 BP_API bp_status bp_net_gradient(bp_net *net, const float *x, const float *y,
                                  const int32_t *labels, int64_t batch,

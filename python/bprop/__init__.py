@@ -36,7 +36,7 @@ from .callbacks import (
     StopAtLoss,
 )
 from .diagnostics import gradcheck
-from .layers import Dense
+from .layers import BatchNorm, Dense, Dropout, LayerNorm
 from .losses import (
     BinaryCrossEntropy,
     CrossEntropy,
@@ -70,7 +70,10 @@ __all__ = [
     "ModelCheckpoint",
     "StopAtLoss",
     "CrossEntropy",
+    "BatchNorm",
     "Dense",
+    "Dropout",
+    "LayerNorm",
     "FitJob",
     "FitResult",
     "DivergenceError",

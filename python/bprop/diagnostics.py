@@ -27,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _core
+from .layers import widths as layer_widths
 
 DivergenceError = _core.DivergenceError
 
@@ -106,12 +107,8 @@ def first_bad_parameters(net: Any) -> tuple[int, bool] | None:
     for name in ("params", "velocity", "grads"):
         slabs[name] = np.empty(net.n_params, dtype=np.float32)
         getattr(net, f"get_{name}")(slabs[name])
-    n_in = net.n_inputs
-    for layer, (units, _code, w_off, b_off) in enumerate(net.layers()):
-        spans = [slice(w_off, w_off + n_in * units)]
-        if b_off >= 0:
-            spans.append(slice(b_off, b_off + units))
-        n_in = units
+    for layer, (w_off, n_w, b_off, n_b) in enumerate(net.spans()):
+        spans = [slice(w_off, w_off + n_w), slice(b_off, b_off + n_b)]
         finite = {
             name: all(np.isfinite(slab[span]).all() for span in spans)
             for name, slab in slabs.items()
@@ -156,12 +153,10 @@ class LayerProbe:
             model._net.get_params(self.params)
         self.net.set_params(self.params)
 
-        n_in = self.net.n_inputs
         weight_norm = []
-        for units, _code, w_off, _b_off in self.layout:
-            weights = self.params[w_off : w_off + n_in * units].astype(np.float64)
-            weight_norm.append(float(np.sqrt(weights @ weights)))
-            n_in = units
+        for w_off, n_w, _b_off, _n_b in self.net.spans():
+            weights = self.params[w_off : w_off + n_w].astype(np.float64)
+            weight_norm.append(float(np.sqrt(weights @ weights)) if n_w else float("nan"))
 
         dead = [float("nan")] * len(self.layout)
         if any(self.relu):
@@ -190,17 +185,16 @@ def summary(model: Any, print_fn: Callable[[str], Any] | None = print) -> str:
     # Unbuilt, the inputs (and so the first layer's weights) are unknown.
     rows = [("layer", "output shape", "params")]
     total = 0
-    layout = model._net.layers() if model.built else [None] * len(model.layers)
-    n_in = model._net.n_inputs if model.built else 0
-    for i, (layer, spec) in enumerate(zip(model.layers, layout)):
+    spans = model._net.spans() if model.built else [None] * len(model.layers)
+    outs = layer_widths(model.layers, model._net.n_inputs) if model.built else None
+    for i, (layer, span) in enumerate(zip(model.layers, spans)):
         count = "?"
-        if spec is not None:
-            units = spec[0]
+        if span is not None:
             # A layer without biases keeps zeros in their place in the slab.
-            count = n_in * units + (units if layer.use_bias else 0)
+            count = span[1] + (span[3] if layer.use_bias else 0)
             total += count
-            n_in = units
-        rows.append((f"{i + 1}: {layer!r}", f"(None, {layer.units})", str(count)))
+        units = layer.units if outs is None else outs[i]
+        rows.append((f"{i + 1}: {layer!r}", f"(None, {units})", str(count)))
     widths = [max(len(row[c]) for row in rows) for c in range(3)]
 
     def line(row: tuple[str, str, str]) -> str:
@@ -287,12 +281,13 @@ def gradcheck(
 
     rng = np.random.default_rng(seed)
     results: dict[int, Any] = {}
-    n_in = check.net.n_inputs
-    for layer, (units, _code, w_off, b_off) in enumerate(check.layout):
-        indices = np.arange(w_off, w_off + n_in * units)
-        if b_off >= 0:
-            indices = np.concatenate([indices, np.arange(b_off, b_off + units)])
-        n_in = units
+    for layer, (w_off, n_w, b_off, n_b) in enumerate(check.net.spans()):
+        if not model.layers[layer].use_bias:
+            n_b = 0
+        indices = np.concatenate([np.arange(w_off, w_off + n_w), np.arange(b_off, b_off + n_b)])
+        if len(indices) == 0:
+            # Dropout has no parameters to check.
+            continue
         if len(indices) > max_params:
             indices = np.sort(rng.choice(indices, max_params, replace=False))
         scale = 0.1 * float(np.abs(check.analytic[indices]).max())

@@ -1,8 +1,29 @@
-"""Layer specifications for bprop.Sequential."""
+"""Layer specifications for bprop.Sequential.
+
+Four kinds of layers, each computed by the C core in training and at
+inference:
+
+- ``Dense(units)``: ``activation(x @ W + b)``.
+- ``Dropout(rate)``: inverted dropout. In training each input is zeroed
+  with probability ``rate`` and the others are scaled by
+  ``1 / (1 - rate)``; at inference the layer passes its input through.
+  Masks come from the model's seed, the layer and the training step.
+- ``BatchNorm()``: each feature normalised with the batch's mean and
+  variance in training, and with running averages of them at inference,
+  then scaled by gamma and shifted by beta (learned).
+- ``LayerNorm()``: each row normalised over its features, then scaled
+  and shifted per feature.
+
+The last three keep their input's width. The normalisations take an
+activation applied after the shift, so ``Dense(64), BatchNorm(
+activation="relu")`` normalises before the nonlinearity.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Union
+
+import numpy as np
 
 from . import _core, activations, initializers
 from .activations import Activation, ActivationLike
@@ -10,6 +31,9 @@ from .initializers import BiasInitLike, Initializer, InitializerLike
 
 #: Activation names in the order of the C library's codes.
 ACTIVATIONS = _core.ACTIVATIONS
+
+#: Layer kinds in the order of the C library's codes.
+KINDS = ("dense", "dropout", "batch_norm", "layer_norm")
 
 
 class Dense:
@@ -40,6 +64,8 @@ class Dense:
 
     ``activation`` keeps the name; ``activation_fn`` the object.
     """
+
+    kind = "dense"
 
     def __init__(
         self,
@@ -79,9 +105,18 @@ class Dense:
         """The activation's parameter as the C library takes it (0: none)."""
         return self.activation_fn.param
 
+    @property
+    def kind_code(self) -> int:
+        return KINDS.index(self.kind)
+
+    def options(self) -> tuple[float, float, float]:
+        """(rate, eps, momentum) as the C library takes them; 0: unused."""
+        return (0.0, 0.0, 0.0)
+
     def config(self) -> dict[str, Any]:
         """The arguments that rebuild this layer, as plain values."""
         return {
+            "kind": self.kind,
             "units": self.units,
             "activation": self.activation,
             "param": self.activation_param,
@@ -112,3 +147,239 @@ class Dense:
         if self.bias_init != 0.0:
             extra += f", bias_init={self.bias_init!r}"
         return f"Dense({self.units}, activation={act}{extra})"
+
+
+def _check_fraction(value: Any, name: str, low_open: bool) -> float:
+    """A float in [0, 1) (or (0, 1] when `low_open`), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    ok = 0.0 < value <= 1.0 if low_open else 0.0 <= value < 1.0
+    if not ok:
+        interval = "(0, 1]" if low_open else "[0, 1)"
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+    return value
+
+
+def _check_eps(eps: Any) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise ValueError(f"eps must be a number, got {eps!r}")
+    if not (0.0 < float(eps) < float("inf")):
+        raise ValueError(f"eps must be finite and > 0, got {eps!r}")
+    return float(eps)
+
+
+class _WidthKeeping:
+    """What the layers that keep their input's width share."""
+
+    kind = ""
+    #: None: as wide as the layer's input.
+    units: int | None = None
+    use_bias = True
+    kernel_init: Initializer | None = None
+    bias_init = 0.0
+    activation_fn: Activation = activations.Identity()
+
+    @property
+    def activation(self) -> str:
+        return self.activation_fn.name
+
+    @property
+    def activation_code(self) -> int:
+        return self.activation_fn.code
+
+    @property
+    def activation_param(self) -> float:
+        return self.activation_fn.param
+
+    @property
+    def kind_code(self) -> int:
+        return KINDS.index(self.kind)
+
+    def options(self) -> tuple[float, float, float]:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.config() == self.config()
+
+    def __hash__(self) -> int:
+        return hash((type(self), repr(self)))
+
+
+class Dropout(_WidthKeeping):
+    """Inverted dropout: in training, zero each input with probability
+    `rate` and scale the others by ``1 / (1 - rate)``; at inference, pass
+    the input through.
+
+    Parameters
+    ----------
+    rate : float
+        The fraction of inputs dropped, in [0, 1).
+
+    The masks are drawn in the C core from the model's seed, the layer's
+    index and the training step: the same seed gives the same masks on
+    every machine and thread count.
+    """
+
+    kind = "dropout"
+    use_bias = False
+
+    def __init__(self, rate: float = 0.5) -> None:
+        self.rate = _check_fraction(rate, "rate", low_open=False)
+
+    def options(self) -> tuple[float, float, float]:
+        return (self.rate, 0.0, 0.0)
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "rate": self.rate}
+
+    def __repr__(self) -> str:
+        return f"Dropout({self.rate!r})"
+
+
+class BatchNorm(_WidthKeeping):
+    """Batch normalisation: ``activation(gamma * (x - mean) /
+    sqrt(var + eps) + beta)`` per feature.
+
+    Training uses each batch's mean and (biased) variance and moves
+    running averages of the mean and the unbiased variance a fraction
+    `momentum` towards them; evaluation and prediction use the running
+    averages. Training batches need at least 2 rows.
+
+    Parameters
+    ----------
+    momentum : float
+        Step of the running averages, in (0, 1] (default 0.1).
+    eps : float
+        Added to the variance (default 1e-5).
+    activation : str or Activation
+        Applied after the shift (default identity).
+    center : bool
+        Whether the layer learns beta (default True).
+    """
+
+    kind = "batch_norm"
+
+    def __init__(
+        self,
+        momentum: float = 0.1,
+        eps: float = 1e-5,
+        activation: ActivationLike = "identity",
+        center: bool = True,
+    ) -> None:
+        self.momentum = _check_fraction(momentum, "momentum", low_open=True)
+        self.eps = _check_eps(eps)
+        self.activation_fn = activations.get(activation)
+        if not isinstance(center, bool):
+            raise ValueError(f"center must be True or False, got {center!r}")
+        self.use_bias = center
+
+    def options(self) -> tuple[float, float, float]:
+        return (0.0, self.eps, self.momentum)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "momentum": self.momentum,
+            "eps": self.eps,
+            "activation": self.activation,
+            "param": self.activation_param,
+            "center": self.use_bias,
+        }
+
+    def __repr__(self) -> str:
+        extra = "" if self.activation == "identity" else f", activation={self.activation!r}"
+        extra += "" if self.use_bias else ", center=False"
+        return f"BatchNorm(momentum={self.momentum!r}, eps={self.eps!r}{extra})"
+
+
+class LayerNorm(_WidthKeeping):
+    """Layer normalisation: each row normalised over its features,
+    ``activation(gamma * (x - mean) / sqrt(var + eps) + beta)``, the same
+    in training and at inference.
+
+    Parameters
+    ----------
+    eps : float
+        Added to the variance (default 1e-5).
+    activation : str or Activation
+        Applied after the shift (default identity).
+    center : bool
+        Whether the layer learns beta (default True).
+    """
+
+    kind = "layer_norm"
+
+    def __init__(
+        self, eps: float = 1e-5, activation: ActivationLike = "identity", center: bool = True
+    ) -> None:
+        self.eps = _check_eps(eps)
+        self.activation_fn = activations.get(activation)
+        if not isinstance(center, bool):
+            raise ValueError(f"center must be True or False, got {center!r}")
+        self.use_bias = center
+
+    def options(self) -> tuple[float, float, float]:
+        return (0.0, self.eps, 0.0)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "eps": self.eps,
+            "activation": self.activation,
+            "param": self.activation_param,
+            "center": self.use_bias,
+        }
+
+    def __repr__(self) -> str:
+        extra = "" if self.activation == "identity" else f", activation={self.activation!r}"
+        extra += "" if self.use_bias else ", center=False"
+        return f"LayerNorm(eps={self.eps!r}{extra})"
+
+
+#: Any layer Sequential takes.
+Layer = Union[Dense, Dropout, BatchNorm, LayerNorm]
+
+
+def from_config(config: dict[str, Any]) -> Layer:
+    """The layer a ``config()`` dict describes (dense without "kind")."""
+    kind = config.get("kind", "dense")
+    if kind == "dense":
+        return Dense.from_config(config)
+    act = activations.from_code(
+        ACTIVATIONS.index(config.get("activation", "identity")), config.get("param", 0.0)
+    )
+    if kind == "dropout":
+        return Dropout(config["rate"])
+    if kind == "batch_norm":
+        return BatchNorm(config["momentum"], config["eps"], act, config.get("center", True))
+    if kind == "layer_norm":
+        return LayerNorm(config["eps"], act, config.get("center", True))
+    raise ValueError(f"unknown layer kind {kind!r}; choose one of {', '.join(KINDS)}")
+
+
+def from_spec(
+    kind: int, units: int, act: Activation, has_bias: bool, options: tuple[float, float, float]
+) -> Layer:
+    """The layer the C library describes by these values."""
+    # The C library holds float32: take the shortest decimal that gives it.
+    rate, eps, momentum = (float(str(np.float32(v))) for v in options)
+    if KINDS[kind] == "dense":
+        return Dense(units, activation=act, use_bias=has_bias)
+    if KINDS[kind] == "dropout":
+        return Dropout(rate)
+    if KINDS[kind] == "batch_norm":
+        return BatchNorm(momentum, eps, act, has_bias)
+    return LayerNorm(eps, act, has_bias)
+
+
+def widths(layers: list[Layer], n_inputs: int) -> list[int]:
+    """Each layer's output width for `n_inputs` inputs."""
+    result = []
+    for layer in layers:
+        n_inputs = layer.units if layer.units is not None else n_inputs
+        result.append(n_inputs)
+    return result

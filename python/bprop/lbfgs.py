@@ -49,10 +49,10 @@ def _minimize() -> Any:
 def _weight_mask(net: Any) -> np.ndarray:
     """True at the weights' entries of the parameter slab, False at biases."""
     mask = np.zeros(net.n_params, dtype=bool)
-    n_in = net.n_inputs
-    for units, _, w_off, _ in net.layers():
-        mask[w_off : w_off + n_in * units] = True
-        n_in = units
+    for (w_off, n_w, _, _), (kind, *_options) in zip(net.spans(), net.layer_kinds()):
+        # A normalisation's gamma is exempt from weight decay, as biases are.
+        if kind == 0:
+            mask[w_off : w_off + n_w] = True
     return mask
 
 

@@ -26,7 +26,9 @@ from .callbacks import Callback, CallbackList, History
 from .diagnostics import LayerProbe, first_bad_layer, first_bad_parameters, layer_name
 from .distributed import as_plan
 from .distributed import fit as distributed_fit
-from .layers import Dense
+from .layers import BatchNorm, Dense, Dropout, Layer, LayerNorm
+from .layers import from_config as layer_from_config
+from .layers import widths as layer_widths
 from .losses import Loss, LossLike
 from .optimizers import SGD, CoreOptimizer, OptimizerLike
 
@@ -58,7 +60,7 @@ class Sequential:
 
     Parameters
     ----------
-    layers : sequence of Dense
+    layers : sequence of Dense, Dropout, BatchNorm, LayerNorm
         The layers, from the first hidden layer to the output layer.
     n_inputs : int, optional
         Number of input features. Inferred from the data at the first
@@ -81,7 +83,7 @@ class Sequential:
 
     def __init__(
         self,
-        layers: Sequence[Dense],
+        layers: Sequence[Layer],
         n_inputs: int | None = None,
         seed: int | None = None,
         init: initializers.InitializerLike = "auto",
@@ -90,8 +92,10 @@ class Sequential:
         if not layers:
             raise ValueError("a Sequential model needs at least one layer")
         for i, layer in enumerate(layers):
-            if not isinstance(layer, Dense):
-                raise ValueError(f"layer {i} is {layer!r}, not a bprop.Dense")
+            if not isinstance(layer, (Dense, Dropout, BatchNorm, LayerNorm)):
+                raise ValueError(
+                    f"layer {i} is {layer!r}, not a bprop.Dense, Dropout, BatchNorm or LayerNorm"
+                )
             if layer.activation_fn.per_row and i != len(layers) - 1:
                 raise ValueError(
                     f"layer {i}: {layer.activation} is only allowed on the output layer"
@@ -148,18 +152,25 @@ class Sequential:
         loss_obj = losses.get(loss) if loss is not None else (self.loss or self._default_loss())
         net = _core.Net(
             n_inputs,
-            [layer.units for layer in self.layers],
+            [layer.units or 0 for layer in self.layers],
             [layer.activation_code for layer in self.layers],
             loss_obj.code,
             params=[layer.activation_param for layer in self.layers],
             no_bias=[not layer.use_bias for layer in self.layers],
-            loss_options=loss_obj.options(self.n_outputs),
+            loss_options=loss_obj.options(layer_widths(self.layers, n_inputs)[-1]),
+            kinds=[layer.kind_code for layer in self.layers],
+            layer_options=[layer.options() for layer in self.layers],
         )
         with self._params_lock.write():
             if self._net is not None and self._net.n_inputs == n_inputs:
                 params = np.empty(self._net.n_params, dtype=np.float32)
                 self._net.get_params(params)
                 net.set_params(params)
+                net.seed = self._net.seed
+                for i, units in enumerate(layer_widths(self.layers, n_inputs)):
+                    stats = np.empty(2 * units, dtype=np.float32)
+                    if self._net.get_running(i, stats):
+                        net.set_running(i, stats)
             else:
                 if self.seed is None:
                     self.seed = _random_seed()
@@ -192,7 +203,10 @@ class Sequential:
 
     @property
     def n_outputs(self) -> int:
-        return self.layers[-1].units
+        for layer in reversed(self.layers):
+            if layer.units is not None:
+                return layer.units
+        return self.n_inputs
 
     @property
     def n_params(self) -> int:
@@ -207,19 +221,32 @@ class Sequential:
         return summary(self, print_fn)
 
     def get_weights(self) -> list[np.ndarray]:
-        """Copies of every layer's weights (inputs x units) and biases
-        (none for a layer with ``use_bias=False``)."""
+        """Copies of every layer's parameters, layer by layer: a dense
+        layer's weights (inputs x units) and biases (none with
+        ``use_bias=False``); a normalisation's gamma and beta (none with
+        ``center=False``), then for BatchNorm its running mean and
+        running variance; nothing for Dropout."""
         net = self._require_built()
         flat = np.empty(net.n_params, dtype=np.float32)
         with self._params_lock.read():
             net.get_params(flat)
-        n_in = net.n_inputs
-        result = []
-        for (units, _, w_off, b_off), layer in zip(net.layers(), self.layers):
-            result.append(flat[w_off : w_off + n_in * units].reshape(n_in, units).copy())
-            if layer.use_bias:
-                result.append(flat[b_off : b_off + units].copy())
-            n_in = units
+            result = []
+            n_in = net.n_inputs
+            for i, ((units, _, w_off, b_off), layer) in enumerate(
+                zip(net.layers(), self.layers)
+            ):
+                if layer.kind == "dropout":
+                    continue
+                n_w = n_in * units if layer.kind == "dense" else units
+                shape = (n_in, units) if layer.kind == "dense" else (units,)
+                result.append(flat[w_off : w_off + n_w].reshape(shape).copy())
+                if layer.use_bias:
+                    result.append(flat[b_off : b_off + units].copy())
+                if layer.kind == "batch_norm":
+                    stats = np.empty(2 * units, dtype=np.float32)
+                    net.get_running(i, stats)
+                    result.extend([stats[:units].copy(), stats[units:].copy()])
+                n_in = units
         return result
 
     def set_weights(self, weights: Sequence[Any]) -> None:
@@ -238,11 +265,30 @@ class Sequential:
             converted.append(array.ravel())
         # A layer without biases keeps zeros in their place in the slab.
         flat = []
-        for layer in self.layers:
-            flat.append(converted.pop(0))
-            flat.append(converted.pop(0) if layer.use_bias else np.zeros(layer.units, np.float32))
+        running = {}
+        at = 0
+        for i, layer in enumerate(self.layers):
+            if layer.kind == "dropout":
+                continue
+            flat.append(converted[at])
+            units = converted[at].size if layer.kind != "dense" else layer.units
+            at += 1
+            if layer.use_bias:
+                flat.append(converted[at])
+                at += 1
+            else:
+                flat.append(np.zeros(units, np.float32))
+            if layer.kind == "batch_norm":
+                mean, var = converted[at], converted[at + 1]
+                if (var < 0).any():
+                    raise ValueError(f"array {at + 1} is a running variance; it must be >= 0")
+                running[i] = np.concatenate([mean, var])
+                at += 2
         with self._params_lock.write():
-            net.set_params(np.ascontiguousarray(np.concatenate(flat)))
+            if flat:
+                net.set_params(np.ascontiguousarray(np.concatenate(flat)))
+            for i, stats in running.items():
+                net.set_running(i, stats)
 
     # ------------------------------------------------------------------
     # Data
@@ -983,7 +1029,7 @@ class Sequential:
             self.__dict__.update(model_file.from_bytes(state["model_file"]).__dict__)
             return
         layers = [
-            Dense.from_config(layer) if isinstance(layer, dict) else Dense(*layer)
+            layer_from_config(layer) if isinstance(layer, dict) else Dense(*layer)
             for layer in state["layers"]
         ]
         self.__init__(layers, seed=state["seed"], init=state["init"])

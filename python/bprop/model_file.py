@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import _core, activations, losses, optimizers
-from .layers import Dense
+from .layers import from_spec
 from .model import INITS, Sequential, _random_seed
 from .optimizers import CoreOptimizer
 
@@ -61,8 +61,10 @@ def _state(model: Sequential) -> dict[str, Any]:
 def _model(net: Any, state: dict[str, Any]) -> Sequential:
     """A Sequential around a network read from a file, with its state."""
     layers = [
-        Dense(units, activation=activations.from_code(code, param), use_bias=has_bias)
-        for (units, code, _, _), (param, has_bias) in zip(net.layers(), net.layer_options())
+        from_spec(kind, units, activations.from_code(code, param), has_bias, tuple(options))
+        for (units, code, _, _), (param, has_bias), (kind, *options) in zip(
+            net.layers(), net.layer_options(), net.layer_kinds()
+        )
     ]
     seed, init, stream = state.get("rng", (_random_seed(), 0, None))
     epochs, steps = state.get("progress", (0, 0))
