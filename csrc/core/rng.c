@@ -63,17 +63,33 @@ void bp_rng_init(bp_rng *rng, uint64_t seed, bp_rng_purpose purpose,
     rng->purpose = (int)purpose;
 }
 
-static void bp_rng_refill(bp_rng *rng)
+/* Block `block` of stream `stream` for `purpose` under `key`. */
+static void bp_rng_compute(uint32_t out[4], const uint32_t key[2],
+                           int purpose, uint64_t stream, uint64_t block)
 {
-    uint64_t block = rng->block & ((UINT64_C(1) << BP_RNG_BLOCK_BITS) - 1);
+    block &= (UINT64_C(1) << BP_RNG_BLOCK_BITS) - 1;
     uint32_t counter[4] = {
         (uint32_t)block,
-        (uint32_t)(block >> 32) | ((uint32_t)rng->purpose << 8),
-        (uint32_t)rng->stream,
-        (uint32_t)(rng->stream >> 32),
+        (uint32_t)(block >> 32) | ((uint32_t)purpose << 8),
+        (uint32_t)stream,
+        (uint32_t)(stream >> 32),
     };
 
-    bp_philox(rng->word, counter, rng->key);
+    bp_philox(out, counter, key);
+}
+
+void bp_rng_block(uint32_t out[4], uint64_t seed, bp_rng_purpose purpose,
+                  uint64_t stream, uint64_t block)
+{
+    uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+
+    bp_rng_compute(out, key, (int)purpose, stream, block);
+}
+
+static void bp_rng_refill(bp_rng *rng)
+{
+    bp_rng_compute(rng->word, rng->key, rng->purpose, rng->stream,
+                   rng->block);
     rng->block++;
     rng->used = 0;
 }

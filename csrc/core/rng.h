@@ -30,6 +30,13 @@ typedef struct bp_rng {
 void bp_rng_init(bp_rng *rng, uint64_t seed, bp_rng_purpose purpose,
                  uint64_t stream);
 
+/*
+ * Block `block` (4 words) of stream (seed, purpose, stream) directly, for
+ * callers that split one stream's positions between threads.
+ */
+void bp_rng_block(uint32_t out[4], uint64_t seed, bp_rng_purpose purpose,
+                  uint64_t stream, uint64_t block);
+
 /* Uniform 32-bit and 64-bit integers. */
 uint32_t bp_rng_u32(bp_rng *rng);
 uint64_t bp_rng_u64(bp_rng *rng);

@@ -50,8 +50,9 @@ void bp_layer_norm_backward(float *dx, float *dgamma, float *dbeta,
                             int64_t n);
 
 /*
- * Inverted dropout: mask[i] = 0 with probability `rate`, else
- * 1 / (1 - rate), drawn from (seed, stream); y = x * mask.
+ * Inverted dropout: mask[i] = 0 with probability `rate` (rounded to a
+ * multiple of 2^-16), else 1 / (1 - rate), drawn from (seed, stream);
+ * y = x * mask.
  *   y, mask, x  count  (OUT, OUT, IN)
  */
 void bp_dropout_forward(float *y, float *mask, const float *x, float rate,
