@@ -195,6 +195,167 @@ def test_an_exception_in_a_batch_callback_keeps_the_batches_trained(digits):
 
 
 # ----------------------------------------------------------------------
+# on_train_end when an exception ends training
+# ----------------------------------------------------------------------
+
+
+class Boom(Exception):
+    """An exception no code in bprop raises or catches by name."""
+
+
+class RaiseAt(bprop.Callback):
+    """Raises `exc` from the method `when` at epoch or batch `at`."""
+
+    def __init__(self, when, at, exc):
+        self.when, self.at, self.exc = when, at, exc
+
+    def on_train_begin(self, logs=None):
+        if self.when == "train_begin":
+            raise self.exc
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.when == "epoch_end" and epoch == self.at:
+            raise self.exc
+
+    def on_train_end(self, logs=None):
+        if self.when == "train_end":
+            raise self.exc
+
+
+def ends(recorder):
+    """The logs of each on_train_end the recorder saw."""
+    return [logs for kind, _, logs in recorder.events if kind == "train_end"]
+
+
+def test_on_train_end_runs_after_a_divergence_which_propagates(digits):
+    X, y, _, _ = digits
+    recorder = Recorder()
+    model = overfitting_model()
+    model.build(X.shape[1], "cross_entropy")
+    before = model.get_weights()
+    with pytest.raises(bprop.DivergenceError, match="diverged in epoch 1") as info:
+        model.fit(
+            X,
+            y,
+            loss="cross_entropy",
+            optimizer=bprop.SGD(lr=1e12),
+            epochs=5,
+            batch_size=16,
+            seed=0,
+            callbacks=[recorder],
+        )
+    [logs] = ends(recorder)
+    assert logs == {"exception": info.value}
+    assert [kind for kind, _, _ in recorder.events][-1] == "train_end"
+    # The weights are still those of the last good epoch: the first's start.
+    assert same_weights(model.get_weights(), before)
+
+
+def test_on_train_end_runs_after_an_epoch_callback_raises(digits):
+    X, y, _, _ = digits
+    recorder = Recorder()
+    model = overfitting_model()
+    with pytest.raises(Boom, match="at epoch 2"):
+        model.fit(
+            X, y, epochs=5, callbacks=[RaiseAt("epoch_end", 2, Boom("at epoch 2")), recorder], **FIT
+        )
+    [logs] = ends(recorder)
+    assert isinstance(logs.pop("exception"), Boom)
+    assert logs == {name: values[-1] for name, values in model.history.history.items()}
+    # The callback raised before the recorder saw the third epoch end.
+    assert [n for kind, n, _ in recorder.events if kind == "epoch_end"] == [0, 1]
+    assert len(model.history) == 3 and model._epochs_done == 3
+    twin = overfitting_model()
+    twin.fit(X, y, epochs=3, **FIT)
+    assert same_weights(model.get_weights(), twin.get_weights())
+
+
+def test_on_train_end_runs_after_a_keyboard_interrupt_from_a_callback(digits):
+    X, y, _, _ = digits
+    recorder = Recorder()
+    model = overfitting_model()
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(
+            X,
+            y,
+            epochs=5,
+            callbacks=[recorder, RaiseAt("epoch_end", 0, KeyboardInterrupt())],
+            **FIT,
+        )
+    [logs] = ends(recorder)
+    assert isinstance(logs["exception"], KeyboardInterrupt) and logs["loss"] > 0
+    assert model.history.interrupted and len(model.history) == 1
+
+
+def test_an_on_train_end_that_raises_does_not_replace_the_exception(digits, caplog):
+    X, y, _, _ = digits
+    first, last = Recorder(), Recorder()
+    failing = RaiseAt("train_end", None, ValueError("cannot close"))
+    model = overfitting_model()
+    with caplog.at_level("ERROR", logger="bprop"):
+        with pytest.raises(Boom, match="at epoch 0") as info:
+            model.fit(X, y, epochs=3, callbacks=[
+                first, RaiseAt("epoch_end", 0, Boom("at epoch 0")), failing, last,
+            ], **FIT)  # fmt: skip
+    # Every callback ended, the failing one did not stop the next.
+    assert len(ends(first)) == len(ends(last)) == 1
+    note = "RaiseAt.on_train_end raised ValueError('cannot close') while training was ending"
+    assert any(note in text for text in getattr(info.value, "__notes__", []))
+    assert any(note in record.getMessage() for record in caplog.records)
+
+
+def test_an_on_train_end_that_raises_after_normal_training_raises_once_all_ran(digits):
+    X, y, _, _ = digits
+    last = Recorder()
+    model = overfitting_model()
+    with pytest.raises(ValueError, match="first close") as info:
+        model.fit(X, y, epochs=2, callbacks=[
+            RaiseAt("train_end", None, ValueError("first close")),
+            RaiseAt("train_end", None, RuntimeError("second close")), last,
+        ], **FIT)  # fmt: skip
+    assert [list(logs) for logs in ends(last)] == [["loss", "accuracy", "lr"]]
+    assert any(
+        "RuntimeError('second close')" in text for text in getattr(info.value, "__notes__", [])
+    )
+
+
+def test_only_callbacks_that_began_get_on_train_end(digits):
+    X, y, _, _ = digits
+    began, later = Recorder(), Recorder()
+    with pytest.raises(Boom, match="cannot start"):
+        overfitting_model().fit(X, y, epochs=2, callbacks=[
+            began, RaiseAt("train_begin", None, Boom("cannot start")), later,
+        ], **FIT)  # fmt: skip
+    assert [kind for kind, _, _ in began.events] == ["train_begin", "train_end"]
+    assert later.events == []
+
+
+def test_early_stopping_keeps_the_weights_after_an_exception(digits):
+    X, y, _, _ = digits
+
+    # Training loss falls, so in "max" mode the first epoch stays the best.
+    def stopper():
+        return bprop.EarlyStopping(
+            monitor="loss", mode="max", patience=100, restore_best_weights=True
+        )
+
+    model = overfitting_model()
+    with pytest.raises(Boom):
+        model.fit(X, y, epochs=6, callbacks=[stopper(), RaiseAt("epoch_end", 3, Boom())], **FIT)
+    twin = overfitting_model()
+    twin.fit(X, y, epochs=4, **FIT)
+    assert same_weights(model.get_weights(), twin.get_weights())
+
+    # Ending normally, the best (first) epoch's weights come back.
+    restored = overfitting_model()
+    restored.fit(X, y, epochs=4, callbacks=[stopper()], **FIT)
+    first = overfitting_model()
+    first.fit(X, y, epochs=1, **FIT)
+    assert same_weights(restored.get_weights(), first.get_weights())
+    assert not same_weights(first.get_weights(), twin.get_weights())
+
+
+# ----------------------------------------------------------------------
 # Early stopping, targets and checkpoints
 # ----------------------------------------------------------------------
 

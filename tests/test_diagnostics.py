@@ -192,13 +192,6 @@ def test_gradient_monitor_reports_dead_relus_and_vanishing_gradients(digits, cap
         bprop.GradientMonitor(vanishing=1.0, exploding=0.5)
 
 
-def test_diagnostics_are_not_available_with_distributed_training(digits):
-    X, y = digits
-    with pytest.raises(ValueError, match="not available with distributed training"):
-        bprop.Sequential([bprop.Dense(10)]).fit(X, y, loss="cross_entropy",
-                                                diagnostics=True, distributed=True)
-
-
 # ----------------------------------------------------------------------
 # summary
 # ----------------------------------------------------------------------

@@ -12,6 +12,9 @@ one rank gives exactly what one-process training gives; n ranks give
 exactly what a one-process sum of the same shards in rank order gives;
 and against one-process training the weights differ by at most
 TOLERANCE relative to the largest weight (the summation order differs).
+The same holds for every optimizer with schedules and clipping; callbacks
+see the same logs on every rank, and the ranks stop together even when a
+callback on one rank alone decides to stop or raises.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ import bprop
 import numpy as np
 import pytest
 from bprop import _core, distributed
+from bprop._optim_run import OptimizerRun
 from bprop.cli import main as cli_main
 
 sys.path.insert(0, str(Path(__file__).parent))
+import mpi_callbacks  # noqa: E402
 import mpi_cases  # noqa: E402
 
 # Largest |w_mpi - w_one_process| / max |w_one_process| accepted after a
@@ -37,6 +42,7 @@ import mpi_cases  # noqa: E402
 TOLERANCE = 1e-5
 
 CASES_SCRIPT = str(Path(mpi_cases.__file__).resolve())
+CALLBACKS_SCRIPT = str(Path(mpi_callbacks.__file__).resolve())
 
 
 def _needs_mpi() -> list[str]:
@@ -355,6 +361,199 @@ def test_cli_trains_across_two_ranks_and_only_rank_zero_prints():
     accuracy = [line for line in lines if line.startswith("test accuracy:")]
     assert len(accuracy) == 1, done.stdout
     assert float(accuracy[0].split()[-1].rstrip("%")) > 90.0
+
+
+# ----------------------------------------------------------------------
+# Other optimizers, callbacks and diagnostics across two ranks
+# ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """What each of two ranks of tests/mpi_callbacks.py wrote: a list of
+    (arrays, info) in rank order."""
+    out = tmp_path_factory.mktemp("callbacks")
+    _launch(2, [CALLBACKS_SCRIPT, str(out)])
+    results = []
+    for rank in range(2):
+        with np.load(out / f"rank{rank}.npz") as data:
+            arrays = dict(data)
+        results.append((arrays, json.loads((out / f"rank{rank}.json").read_text())))
+    return results
+
+
+def optimizer_in_rank_order(name: str, ranks: int) -> tuple[np.ndarray, list[float]]:
+    """Optimizer case `name` of mpi_callbacks trained in this process the
+    way `ranks` ranks train it (see sharded_in_rank_order), with the same
+    C update from the summed gradient; the parameters and the rates."""
+    x, y, _, _ = mpi_callbacks.data()
+    model = mpi_callbacks.model()
+    opt = mpi_callbacks.optimizers()[name]
+    args = mpi_callbacks.FIT
+    labels = model._check_y(y, model.loss)
+    net = model._net
+    grads = net.grads_array()
+    batch = args["batch_size"]
+    run = OptimizerRun(net, opt, -(-len(x) // batch), args["epochs"])
+    order = np.arange(len(x), dtype=np.int64)
+    rates = []
+    for epoch in range(args["epochs"]):
+        _core.shuffle_order(order, args["seed"], epoch)
+        schedule = opt.schedule_config()
+        totals = [0.0] * ranks
+        for start in range(0, len(x), batch):
+            rows = min(batch, len(x) - start)
+            parts = np.zeros((ranks, net.n_params), np.float32)
+            for rank in range(ranks):
+                begin, end = distributed.shard(rows, ranks, rank)
+                pick = order[start + begin : start + end]
+                totals[rank] += net.gradient(x[pick], None, labels[pick]) * len(pick)
+                parts[rank] = grads
+                if end - begin != rows:
+                    parts[rank] *= np.float32((end - begin) / rows)
+            grads[:] = parts[0]
+            for part in parts[1:]:
+                grads += part
+            net.apply_update(run.config, schedule)
+        values = {"loss": sum(totals) / len(x)}
+        run.end_epoch(values)  # a plateau schedule observes the loss here
+        rates.append(values["lr"])
+    return mpi_cases.flat(model), rates
+
+
+@pytest.mark.parametrize("name", list(mpi_callbacks.optimizers()))
+def test_every_optimizer_trains_on_two_ranks_as_in_one_process(two_ranks, name):
+    (first, _), (second, _) = two_ranks
+    key = f"{name}/params"
+    assert np.array_equal(first[key], second[key]), f"{name}: ranks differ"
+    for figure in ("loss", "lr", "accuracy"):
+        assert np.array_equal(first[f"{name}/{figure}"], second[f"{name}/{figure}"])
+
+    # The same global batches, summed in rank order in one process, give
+    # the same parameters bit for bit: the update is the one-process one.
+    params, rates = optimizer_in_rank_order(name, 2)
+    assert np.array_equal(first[key], params), name
+    assert first[f"{name}/lr"].tolist() == rates
+
+    # A plain one-process fit differs by the order of the gradient sums.
+    x, y, _, _ = mpi_callbacks.data()
+    model = mpi_callbacks.model()
+    history = model.fit(x, y, optimizer=mpi_callbacks.optimizers()[name], **mpi_callbacks.FIT)
+    assert relative_gap(first[key], mpi_cases.flat(model)) <= TOLERANCE, name
+    np.testing.assert_allclose(first[f"{name}/loss"], history["loss"], rtol=TOLERANCE)
+    assert first[f"{name}/lr"].tolist() == history["lr"]
+    assert np.abs(first[f"{name}/accuracy"] - history["accuracy"]).max() <= 0.01
+    if name == "sgd_plateau":
+        assert history["lr"] == pytest.approx([0.05, 0.05, 0.025, 0.0125])
+
+
+def test_early_stopping_stops_every_rank_at_the_same_epoch(two_ranks):
+    (first, info0), (second, info1) = two_ranks
+    assert info0["early"] == info1["early"]
+    assert np.array_equal(first["early/params"], second["early/params"])
+    assert np.array_equal(first["early/val_loss"], second["early/val_loss"])
+
+    x, y, x_val, y_val = mpi_callbacks.data()
+    stopper = mpi_callbacks.early_stopping()
+    model = mpi_callbacks.model()
+    history = model.fit(
+        x, y, validation_data=(x_val, y_val), callbacks=[stopper], **mpi_callbacks.EARLY
+    )
+    assert info0["early"] == {
+        "stopped_epoch": stopper.stopped_epoch,
+        "best_epoch": stopper.best_epoch,
+        "epochs": len(history),
+    }
+    assert 2 <= stopper.best_epoch < stopper.stopped_epoch < 39
+    # Both ended with the weights of the best epoch.
+    assert relative_gap(first["early/params"], mpi_cases.flat(model)) <= TOLERANCE
+    np.testing.assert_allclose(first["early/val_loss"], history["val_loss"], rtol=TOLERANCE)
+
+
+def test_a_callback_on_one_rank_stops_every_rank(two_ranks):
+    (_, info0), (_, info1) = two_ranks
+    # StopAt(epoch=1) on rank 1 only: both ranks train epochs 0 and 1.
+    assert info0["stop_epoch"] == info1["stop_epoch"] == {"epochs": 2, "done": 2}
+    # StopAt(batch=4) on rank 1 only: both stop after five updates.
+    assert info0["stop_batch"] == info1["stop_batch"] == {"epochs": 1, "steps": 5}
+
+
+def test_batch_callbacks_see_every_batch_with_the_same_logs_on_every_rank(two_ranks):
+    (_, info0), (_, info1) = two_ranks
+    events = info0["events"]
+    assert events == info1["events"]
+    rows, batch = 390, 32
+    sizes = [batch] * (rows // batch) + [rows % batch]
+    per_epoch = len(sizes)
+    ends = [(number, logs) for kind, number, logs in events if kind == "batch_end"]
+    begins = [(number, logs) for kind, number, logs in events if kind == "batch_begin"]
+    assert [number for number, _ in ends] == list(range(per_epoch)) * 2
+    assert [logs["size"] for _, logs in ends] == sizes * 2
+    assert [(n, logs) for n, logs in begins] == [
+        (b, {"batch": b, "size": sizes[b]}) for b in range(per_epoch)
+    ] * 2
+    kinds = [kind for kind, _, _ in events]
+    assert kinds[0] == "train_begin" and kinds[-1] == "train_end"
+    assert kinds.count("epoch_end") == 2
+
+    # Each batch's loss is that of all its rows, as in one process.
+    x, y, _, _ = mpi_callbacks.data()
+    recorder = mpi_callbacks.Recorder()
+    model = mpi_callbacks.model()
+    history = model.fit(
+        x[:rows],
+        y[:rows],
+        optimizer=bprop.SGD(lr=0.05),
+        epochs=2,
+        batch_size=batch,
+        seed=5,
+        callbacks=[recorder],
+    )
+    alone = [logs["loss"] for kind, _, logs in recorder.events if kind == "batch_end"]
+    np.testing.assert_allclose([logs["loss"] for _, logs in ends], alone, rtol=TOLERANCE)
+    epoch_logs = [logs for kind, _, logs in events if kind == "epoch_end"]
+    assert sorted(epoch_logs[0]) == ["accuracy", "loss", "lr"]
+    np.testing.assert_allclose(
+        [logs["loss"] for logs in epoch_logs], history["loss"], rtol=TOLERANCE
+    )
+
+
+def test_a_callback_that_raises_on_one_rank_ends_training_on_every_rank(two_ranks):
+    (_, info0), (_, info1) = two_ranks
+    assert info1["raised"] == "KeyError: 'no such figure'"
+    assert info0["raised"] == (
+        "RuntimeError: training stopped on every rank: a callback on rank 1 raised "
+        "KeyError('no such figure')"
+    )
+    # Both trained two epochs, then ended their callbacks.
+    for info, error in ((info0, "RuntimeError"), (info1, "KeyError")):
+        assert [kind for kind, _ in info["raised_events"]].count("epoch_end") == 2
+        assert info["raised_events"][-1] == ["train_end", None]
+        assert info["raised_end"]["exception"] == error
+    assert info0["raised_end"]["loss"] == info1["raised_end"]["loss"]
+
+
+def test_diagnostics_on_two_ranks_match_one_process(two_ranks):
+    (first, info0), (second, info1) = two_ranks
+    assert info0["monitor_matches"] and info1["monitor_matches"]
+    x, y, _, _ = mpi_callbacks.data()
+    model = mpi_callbacks.model()
+    history = model.fit(
+        x,
+        y,
+        optimizer=bprop.SGD(lr=0.05, momentum=0.9),
+        diagnostics=True,
+        **{**mpi_callbacks.FIT, "epochs": 3},
+    )
+    assert sorted(history.diagnostics) == sorted(
+        key.split("/")[1] for key in first if key.startswith("diagnostics/")
+    )
+    for stat, alone in history.diagnostics.items():
+        mine = first[f"diagnostics/{stat}"]
+        assert np.array_equal(mine, second[f"diagnostics/{stat}"], equal_nan=True), stat
+        assert mine.shape == (3, 2)
+        np.testing.assert_allclose(mine, alone, rtol=1e-4, equal_nan=True, err_msg=stat)
+    assert (first["diagnostics/grad_norm"] > 0).all()
 
 
 # ----------------------------------------------------------------------

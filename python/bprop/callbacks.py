@@ -8,8 +8,11 @@ Design decisions:
 - A callback ends training by setting ``model.stop_training = True``:
   after the current epoch from an epoch method, after the current batch
   from a batch method.
-- ``on_train_end`` runs when training ends normally or is stopped by a
-  callback, not when an exception (divergence, Ctrl-C) ends it.
+- ``on_train_end`` runs however training ends, as the closing half of
+  ``on_train_begin``: normally, stopped by a callback, or by an exception
+  (a DivergenceError, Ctrl-C, a callback's own). After an exception its
+  logs say so under "exception", and fit raises that exception, never
+  one that an ``on_train_end`` raised while it was on its way.
 """
 
 from __future__ import annotations
@@ -95,6 +98,21 @@ class Callback:
     "metrics" (the names the epoch logs hold). Setting
     ``self.model.stop_training = True`` ends training after the current
     batch (from a batch method) or epoch.
+
+    ``on_train_end`` is called once for every callback whose
+    ``on_train_begin`` returned, however training ends: after the last
+    epoch, when a callback stopped it, and when an exception ended it (a
+    ``DivergenceError``, ``KeyboardInterrupt`` on Ctrl-C, or an exception
+    raised by a callback, this one included). Its logs are those of the
+    last epoch recorded in the History (empty if none was), and after an
+    exception they also hold that exception under "exception". The model
+    then holds the weights fit leaves after that exception (those of the
+    last good epoch after a divergence). Every ``on_train_end`` runs even
+    when an earlier one raises. fit then raises the exception that ended
+    training; an exception raised by an ``on_train_end`` meanwhile is
+    logged on the "bprop" logger and added to it as a note. When training
+    ended normally, the first exception an ``on_train_end`` raised is
+    raised, with any later ones as notes.
     """
 
     #: True to receive per-layer statistics under "layers" in epoch logs.
@@ -113,7 +131,8 @@ class Callback:
         """Before the first epoch."""
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        """After the last epoch, with its logs (not after an exception)."""
+        """After the last epoch, with its logs; also when an exception ends
+        training, which the logs then hold under "exception"."""
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Before an epoch's first batch."""
@@ -126,6 +145,15 @@ class Callback:
 
     def on_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         """After a batch's update; overriding it makes fit() call back every batch."""
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)``, also before Python 3.11 (which shows no
+    notes, but keeps them in ``__notes__``)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
 
 
 def _overrides(callback: Callback, name: str) -> bool:
@@ -157,13 +185,43 @@ class CallbackList:
     def needs_layer_stats(self) -> bool:
         return any(c.needs_layer_stats for c in self.callbacks)
 
+    # The callbacks whose on_train_begin returned, owed an on_train_end.
+    _begun: list[Callback] = []
+
     def on_train_begin(self) -> None:
+        self._begun = []
         for callback in self.callbacks:
             callback.on_train_begin({})
+            self._begun.append(callback)
 
-    def on_train_end(self, logs: dict[str, Any]) -> None:
-        for callback in self.callbacks:
-            callback.on_train_end(logs)
+    def on_train_end(self, logs: dict[str, Any], error: BaseException | None = None) -> None:
+        """Calls on_train_end of every callback that began, each once.
+
+        `error` is the exception ending training, or None. With one, this
+        never raises: what an on_train_end raises is logged and noted on
+        `error`, which the caller raises. Without one, the first exception
+        an on_train_end raised is raised once all have run.
+        """
+        begun, self._begun = self._begun, []
+        if error is not None:
+            logs = {**logs, "exception": error}
+        first: BaseException | None = None
+        for callback in begun:
+            try:
+                callback.on_train_end(logs)
+            except BaseException as exc:
+                if error is None and first is None:
+                    first = exc
+                    continue
+                ended_by = error if error is not None else first
+                note = (
+                    f"{type(callback).__name__}.on_train_end raised {exc!r} while "
+                    f"training was ending with {type(ended_by).__name__}"
+                )
+                _log.error(note, exc_info=exc)
+                add_note(ended_by, note)
+        if first is not None:
+            raise first
 
     def on_epoch_begin(self, epoch: int) -> None:
         for callback in self.callbacks:
@@ -258,8 +316,9 @@ class EarlyStopping(Callback):
         A value to beat: the epochs before the figure first improves on it
         count against the patience.
     restore_best_weights : bool
-        At the end of training, however it ended (except by an exception),
-        set the weights of the best epoch back.
+        At the end of training, set the weights of the best epoch back;
+        not when an exception ended training, which leaves the weights fit
+        keeps after it (those of the last good epoch after a divergence).
     start_from_epoch : int
         Epochs to train before watching, for warm-up.
 
@@ -318,6 +377,8 @@ class EarlyStopping(Callback):
             self.model.stop_training = True
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if "exception" in (logs or {}):
+            return
         if self.best_weights is not None and self.best_epoch != self._last_epoch:
             self.model.set_weights(self.best_weights)
 

@@ -409,7 +409,7 @@ def _train(args: argparse.Namespace) -> int:
             validation_data=(x[test_rows], y[test_rows]),
             verbose=not args.quiet,
             distributed=args.distributed,
-            diagnostics=args.plot is not None and not args.distributed,
+            diagnostics=args.plot is not None,
         )
     except DivergenceError as exc:
         print(f"bprop: {exc}", file=sys.stderr)

@@ -45,12 +45,6 @@ def _not_finite(exc: DivergenceError) -> ValueError:
     return ValueError(f"{exc}. Scale the inputs as for training, or retrain the model.")
 
 
-def _distributable(opt: optimizers.Optimizer) -> bool:
-    """Whether distributed training (plain SGD steps) can use `opt`."""
-    return (isinstance(opt, SGD) and opt.schedule is None and opt.clip_norm is None
-            and opt.clip_value is None and not opt.decay_biases)
-
-
 def _random_seed() -> int:
     return int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(1))
 
@@ -498,7 +492,10 @@ class Sequential:
             Train data-parallel across the ranks of an MPI job (needs
             mpi4py): every rank passes the same data, takes a shard of
             every batch, and ends with the same parameters. True means
-            all ranks of ``MPI.COMM_WORLD``. See docs/distributed.md.
+            all ranks of ``MPI.COMM_WORLD``. Every optimizer but L-BFGS,
+            callbacks and diagnostics work as in one process; callbacks
+            run on every rank with the same logs, and the ranks agree on
+            when to stop. See docs/distributed.md.
         callbacks : sequence of bprop.callbacks.Callback, optional
             Called at the start and end of training, of each epoch and,
             for those that override the batch methods, of each batch:
@@ -538,6 +535,9 @@ class Sequential:
             short counts as an epoch), and ``model.history`` holds the
             epochs completed with ``interrupted`` set. A callback's
             exception ends training in the same way.
+
+        Callbacks' ``on_train_end`` runs in every case above too, before
+        the exception propagates (see ``bprop.callbacks.Callback``).
         """
         epochs = check_positive_int(epochs, "epochs", allow_zero=True)
         if batch_size is not None:
@@ -549,9 +549,11 @@ class Sequential:
             optimizer = self.optimizer if self.optimizer is not None else "sgd"
         opt = optimizers.get(optimizer)
         plan = as_plan(distributed)
-        if plan is not None and not _distributable(opt):
+        if plan is not None and isinstance(opt, optimizers.LBFGS):
             raise ValueError(
-                f"distributed training supports SGD without a schedule or clipping, not {opt!r}"
+                "distributed training does not support L-BFGS, which optimizes the whole data "
+                "set at once in one process; use a mini-batch optimizer such as bprop.Adam or "
+                "bprop.SGD"
             )
 
         x = self._check_x(X)
@@ -590,10 +592,6 @@ class Sequential:
                 weights = weights[train_rows]
         elif stratify:
             raise ValueError("stratify=True needs a validation_split")
-        if plan is not None and (callbacks or diagnostics):
-            raise ValueError(
-                "callbacks and diagnostics are not available with distributed training"
-            )
 
         with self._lock:
             if self._net is None:
@@ -614,7 +612,7 @@ class Sequential:
             if plan is not None:
                 return distributed_fit(
                     self, x, targets, x_val, y_val, opt, epochs, batch_size, shuffle, seed,
-                    verbose, plan,
+                    verbose, plan, callbacks=callbacks or (), diagnostics=diagnostics,
                 )
             return self._run_epochs(
                 x, targets, x_val, y_val, opt, epochs, batch_size, shuffle, seed, verbose,
@@ -666,6 +664,7 @@ class Sequential:
         )
         self.stop_training = False
         values: dict[str, Any] = {}
+        last: dict[str, Any] = {}
 
         bar = tqdm(total=epochs, disable=not verbose, unit="epoch", desc="train")
         try:
@@ -734,6 +733,7 @@ class Sequential:
                 if probe is not None:
                     values["layers"] = probe.epoch_stats(monitor)
                 history.record(epoch, values)
+                last = values
                 bar.set_postfix(
                     {k: f"{v:.4g}" for k, v in values.items() if k in names}, refresh=False
                 )
@@ -741,10 +741,16 @@ class Sequential:
                 hooks.on_epoch_end(epoch, values)
                 if self.stop_training:
                     break
-            hooks.on_train_end(values)
-        except KeyboardInterrupt:
-            history.interrupted = True
+        except BaseException as exc:
+            # The weights are settled by now (restored after a divergence,
+            # kept after Ctrl-C or a callback's exception): the callbacks
+            # end on them, and the exception is raised as it came.
+            if isinstance(exc, KeyboardInterrupt):
+                history.interrupted = True
+            hooks.on_train_end(last, exc)
             raise
+        else:
+            hooks.on_train_end(last)
         finally:
             bar.close()
         return history
