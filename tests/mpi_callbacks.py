@@ -223,6 +223,27 @@ def main() -> None:
         arrays[f"diagnostics/{stat}"] = np.array(values)
     info["monitor_matches"] = monitor.history == history.diagnostics
 
+    # Batch norm and dropout: every rank ends with the same parameters and
+    # the same running averages (the mean of the ranks').
+    trained = bprop.Sequential(
+        [
+            bprop.Dense(16),
+            bprop.BatchNorm(activation="relu"),
+            bprop.Dropout(0.2),
+            bprop.Dense(10),
+        ],
+        seed=3,
+    )
+    trained.fit(x, y, optimizer="adam", distributed=True, **FIT)
+    weights = trained.get_weights()
+    arrays["layers/params"] = mpi_cases.flat(trained)
+    arrays["layers/running"] = np.concatenate(weights[4:6])
+    arrays["layers/predictions"] = trained.predict_proba(x_val)
+    try:
+        trained.fit(x, y, optimizer="adam", distributed=True, **{**FIT, "batch_size": 3})
+    except ValueError as exc:
+        info["layers_small_batch"] = str(exc)
+
     np.savez(os.path.join(out, f"rank{rank}.npz"), **arrays)
     with open(os.path.join(out, f"rank{rank}.json"), "w") as handle:
         json.dump(info, handle)

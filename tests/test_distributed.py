@@ -610,3 +610,14 @@ def test_benchmark_reports_two_ranks_against_one():
         return
     assert row.figures["bprop"] > 0 and row.figures["baseline"] > 0
     assert row.ratio("baseline") == pytest.approx(row.figures["bprop"] / row.figures["baseline"])
+
+
+def test_batch_norm_and_dropout_train_alike_on_two_ranks(two_ranks):
+    (first, info), (second, _) = two_ranks
+    for key in ("layers/params", "layers/running", "layers/predictions"):
+        np.testing.assert_array_equal(first[key], second[key])
+    # The running averages moved away from their start (mean 0, variance 1).
+    assert np.abs(first["layers/running"][:16]).max() > 1e-3
+    assert np.isfinite(first["layers/predictions"]).all()
+    # Batches of 3 rows give one rank a single row, which batch norm refuses.
+    assert "at least 2 rows per rank" in info["layers_small_batch"]

@@ -63,6 +63,7 @@ from ._optim_run import OptimizerRun
 from ._validation import as_matrix
 from .callbacks import Callback, CallbackList, History
 from .diagnostics import LayerProbe
+from .layers import widths as layer_widths
 from .optimizers import CoreOptimizer
 
 DivergenceError = _core.DivergenceError
@@ -250,10 +251,7 @@ class _LayerSums:
 
     def __init__(self, net: Any) -> None:
         self.net, self.grads = net, net.grads_array()
-        self.spans, n_in = [], net.n_inputs
-        for units, _code, w_off, _b_off in net.layers():
-            self.spans.append(slice(w_off, w_off + n_in * units))
-            n_in = units
+        self.spans = [slice(w_off, w_off + n_w) for w_off, n_w, _b, _n in net.spans()]
         self.before = np.empty(net.n_params, np.float32)
         self.after = np.empty(net.n_params, np.float32)
         self.grad_sq = np.zeros(len(self.spans))
@@ -452,6 +450,7 @@ class _Trainer:
             if self.hook is not None and self._batch_end(index, rows, local):
                 break
 
+        self._average_running()
         extra = self.metric.sums if self.metric is not None else np.zeros(0)
         summed = np.concatenate(([total, float(not self.finite())], extra))
         self.comm.Allreduce(self.MPI.IN_PLACE, summed, op=self.MPI.SUM)
@@ -461,6 +460,17 @@ class _Trainer:
         if self.metric is not None:
             values[self.model._metric_name()] = self.metric.value(summed[2:], self.rows_done)
         return values
+
+    def _average_running(self) -> None:
+        """Batch norm layers keep running averages of their own shard's
+        batches; every rank takes their mean, so all predict alike."""
+        size = self.comm.Get_size()
+        for i, units in enumerate(layer_widths(self.model.layers, self.net.n_inputs)):
+            stats = np.empty(2 * units, np.float32)
+            if self.net.get_running(i, stats):
+                stats64 = stats.astype(np.float64)
+                self.comm.Allreduce(self.MPI.IN_PLACE, stats64, op=self.MPI.SUM)
+                self.net.set_running(i, (stats64 / size).astype(np.float32))
 
     def finite(self) -> bool:
         """Whether this rank's parameters and optimizer state are finite."""
@@ -554,6 +564,18 @@ def fit(model: Any, x: np.ndarray, targets: np.ndarray, x_val: np.ndarray | None
     batch = len(x) if batch_size is None else min(batch_size, len(x))
     trainer = _Trainer(model, x, targets, opt, batch, shuffle, plan)
     comm = trainer.comm
+    if any(layer.kind == "batch_norm" for layer in model.layers):
+        # Every rank normalises its own share of a batch, which batch norm
+        # needs to be at least 2 rows: the last batch's share included.
+        size = comm.Get_size()
+        sizes = {batch, len(x) % batch or batch}
+        smallest = min(b - a for rows in sizes for a, b in
+                       (shard(rows, size, r) for r in range(size)))
+        if smallest < 2:
+            raise ValueError(
+                f"batch norm needs at least 2 rows per rank in every batch; with "
+                f"batch_size={batch}, {len(x)} rows and {size} ranks a rank gets {smallest}"
+            )
     metric = model._metric_name()
     names = ["loss", metric, "lr"]
     if x_val is not None:
@@ -567,7 +589,7 @@ def fit(model: Any, x: np.ndarray, targets: np.ndarray, x_val: np.ndarray | None
         "batch size": batch, "shuffle": shuffle, "number of epochs": epochs,
         "optimizer": (type(opt).__name__, opt.config(), repr(opt.schedule)),
         "reduction": plan.reduction, "loss": model.loss.name,
-        "layers": [(layer.units, layer.activation) for layer in model.layers],
+        "layers": [layer.config() for layer in model.layers],
         "data (CRC-32 of X)": _fingerprint(x), "data (CRC-32 of y)": _fingerprint(targets),
         "validation data": None if x_val is None else (x_val.shape, _fingerprint(x_val)),
     })
@@ -694,10 +716,10 @@ class _BlockPredictor:
 
     def model(self) -> Any:
         if self._model is None:
-            from .layers import Dense
+            from .layers import from_config
             from .model import Sequential
 
-            copy = Sequential([Dense.from_config(layer) for layer in self.layers])
+            copy = Sequential([from_config(layer) for layer in self.layers])
             copy.build(self.n_inputs, self.loss)
             copy.set_weights(self.weights)
             self._model = copy
