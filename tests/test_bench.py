@@ -48,3 +48,13 @@ def test_cli_table_and_bad_group(capsys):
         main(["bench", "--only", "gemmm"])
     assert info.value.code == 2
     assert "subset of gemm,epoch,predict,memory" in capsys.readouterr().err
+
+
+def test_toolkit_row_compares_the_rich_epoch_with_the_plain_one():
+    (row,) = bench.run(("toolkit",), quick=True)
+    assert row.group == "toolkit" and "batch norm" in row.name
+    assert row.figures["bprop"] > 0 and row.figures["baseline"] > 0
+    assert row.figures["bound"] == pytest.approx(row.figures["baseline"] / 1.5)
+    assert row.ratio("baseline") == pytest.approx(
+        row.figures["bprop"] / row.figures["baseline"]
+    )

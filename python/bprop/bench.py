@@ -415,7 +415,7 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-GROUPS = ("gemm", "epoch", "predict", "memory", "many", "mpi", "sklearn")
+GROUPS = ("gemm", "epoch", "predict", "memory", "many", "mpi", "sklearn", "toolkit")
 
 
 def run(
@@ -445,6 +445,10 @@ def run(
         from .bench_sklearn import bench_sklearn
 
         rows += bench_sklearn(quick=quick)
+    if "toolkit" in groups:
+        from .bench_toolkit import bench_toolkit
+
+        rows += bench_toolkit(quick=quick)
     return rows
 
 

@@ -158,11 +158,13 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Run bprop and its peers (NumPy; PyTorch when installed) on the same "
         "work in one process, interleaved, and print the best times and their ratios.",
     )
-    groups = ("gemm", "epoch", "predict", "memory", "many", "mpi", "sklearn")
+    groups = ("gemm", "epoch", "predict", "memory", "many", "mpi", "sklearn", "toolkit")
     bench.add_argument("--only", type=_names(groups), default=list(groups), metavar="GROUPS",
                        help="comma-separated subset of gemm,epoch,predict,memory, many "
-                       "(train_many), mpi (2 MPI ranks against 1) and sklearn (parity "
-                       "of MLPClassifier/MLPRegressor with scikit-learn's)")
+                       "(train_many), mpi (2 MPI ranks against 1), sklearn (parity "
+                       "of MLPClassifier/MLPRegressor with scikit-learn's) and toolkit "
+                       "(an mnist epoch with Adam, batch norm and dropout against the "
+                       "plain one)")
     bench.add_argument("--networks", type=_names(("tiny", "mnist", "wide")),
                        default=["tiny", "mnist", "wide"], metavar="NAMES",
                        help="comma-separated subset of tiny,mnist,wide for the epochs")
