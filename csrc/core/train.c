@@ -15,6 +15,11 @@
  *   contiguous buffer, with their targets and sample weights; without
  *   shuffling it reads the caller's rows in place. The order depends
  *   only on (seed, epoch).
+ * - Dropout and normalisation layers keep their output in acts like
+ *   dense ones. Dropout keeps its mask in the pre-activation buffer
+ *   (dx = dy * mask); batch norm keeps each column's batch mean and
+ *   1 / sqrt(var + eps) in a 2U buffer; layer norm recomputes its row
+ *   statistics from the kept input in the backward pass.
  * - Biases are exempt from the L2 penalty.
  * - An optional hook runs after each batch, so a caller can watch an
  *   epoch or end it early (batch callbacks, Ctrl-C) while the epoch
