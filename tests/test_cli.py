@@ -106,6 +106,18 @@ def test_same_seed_gives_the_same_score(capsys):
     assert accuracy_of(capsys.readouterr().out) == first
 
 
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_normalised_hidden_layers_with_dropout(norm, capsys):
+    argv = ["train", "--quiet", "--norm", norm, "--dropout", "0.1", "--optimizer", "adam"]
+    assert main(argv) == 0
+    assert accuracy_of(capsys.readouterr().out) >= 95.0
+
+
+def test_bad_dropout_rate_is_refused(capsys):
+    status, err = fail(["train", "--dropout", "1.5"], capsys)
+    assert status != 0 and "--dropout: rate must be in [0, 1), got 1.5" in err
+
+
 def test_divergence_is_reported_with_status_1(capsys):
     assert main(["train", "--quiet", "--dataset", "diabetes", "--lr", "1000"]) == 1
     captured = capsys.readouterr()

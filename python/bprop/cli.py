@@ -26,7 +26,7 @@ from . import (
     schedules,
     set_num_threads,
 )
-from .layers import ACTIVATIONS, Dense
+from .layers import ACTIVATIONS, BatchNorm, Dense, Dropout, Layer, LayerNorm
 from .model import DivergenceError, Sequential
 
 # Integer targets with at most this many distinct values are classes.
@@ -119,6 +119,11 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--activation",
                        choices=[a for a in ACTIVATIONS if a not in ("softmax", "log_softmax")],
                        default="relu", help="hidden activation (default: relu)")
+    train.add_argument("--norm", choices=("none", "batch", "layer"), default="none",
+                       help="normalise each hidden layer before its activation with "
+                       "BatchNorm or LayerNorm (default: none)")
+    train.add_argument("--dropout", type=float, default=0.0, metavar="RATE",
+                       help="dropout after each hidden layer, in [0, 1) (default: 0, none)")
     train.add_argument("--epochs", type=int, default=30, help="passes over the data (30)")
     train.add_argument("--batch-size", type=_positive(int), default=None,
                        help="rows per gradient step; 1 is stochastic (default: 32)")
@@ -320,6 +325,22 @@ def _split(n: int, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
+def _hidden_layers(args: argparse.Namespace) -> list[Layer]:
+    """The hidden layers --hidden, --activation, --norm and --dropout ask
+    for: each dense layer, then its normalisation carrying the activation,
+    then dropout."""
+    norm = {"batch": BatchNorm, "layer": LayerNorm}.get(args.norm)
+    layers: list[Layer] = []
+    for units in args.hidden:
+        if norm is None:
+            layers.append(Dense(units, activation=args.activation))
+        else:
+            layers += [Dense(units), norm(activation=args.activation)]
+        if args.dropout != 0.0:
+            layers.append(Dropout(args.dropout))
+    return layers
+
+
 def _train(args: argparse.Namespace) -> int:
     if args.threads is not None:
         set_num_threads(args.threads)
@@ -371,7 +392,10 @@ def _train(args: argparse.Namespace) -> int:
         args.hidden = [64] if classify else [16]
     if args.lr is None and args.optimizer == "sgd":
         args.lr = 0.05 if classify else 0.01
-    layers = [Dense(units, activation=args.activation) for units in args.hidden]
+    try:
+        layers = _hidden_layers(args)
+    except ValueError as exc:  # --dropout
+        raise SystemExit(f"bprop: --dropout: {exc}") from None
     layers.append(Dense(n_out))
     model = Sequential(layers, seed=args.seed)
     try:
