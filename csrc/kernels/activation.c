@@ -414,20 +414,25 @@ static void bp_backward_rows(void *ctx, int64_t begin, int64_t end)
     const bp_activation_args *a = ctx;
     int64_t cols = a->cols;
 
-    for (int64_t i = begin; i < end; i++) {
-        int64_t at = i * cols;
+    if (bp_activation_per_row(a->act)) {
+        for (int64_t i = begin; i < end; i++) {
+            int64_t at = i * cols;
 
-        if (bp_activation_per_row(a->act))
-            bp_softmax_backward_row(a->out + at, a->in + at, a->y + at,
-                                    cols,
+            bp_softmax_backward_row(a->out + at, a->in + at, a->y + at, cols,
                                     a->act == BP_ACTIVATION_LOG_SOFTMAX);
-        else if (bp_activation_needs_input(a->act))
-            bp_backward_from_input(a->out + at, a->in + at, a->x + at, cols,
-                                   a->act, a->param);
-        else
-            bp_backward_from_output(a->out + at, a->in + at, a->y + at,
-                                    cols, a->act, a->param);
+        }
+        return;
     }
+
+    /* Element-wise: the rows are one contiguous run, taken in one loop. */
+    int64_t at = begin * cols, n = (end - begin) * cols;
+
+    if (bp_activation_needs_input(a->act))
+        bp_backward_from_input(a->out + at, a->in + at, a->x + at, n, a->act,
+                               a->param);
+    else
+        bp_backward_from_output(a->out + at, a->in + at, a->y + at, n,
+                                a->act, a->param);
 }
 
 /* The forward kernel; `fn` names the public entry point in messages. */

@@ -6,16 +6,18 @@
  * - Bias and element-wise activations run in the GEMM epilogue; softmax
  *   and log_softmax, which need whole rows, run after it, and so does
  *   any activation whose input z the caller keeps for the backward pass.
- * - The bias gradient sums columns of dz in blocks of columns, each
- *   block summed row by row into double accumulators, so every column's
- *   sum has the same order for any thread count.
+ * - The bias gradient sums columns of dz in blocks of columns (the
+ *   kernel table's column_sums), each column row by row into a double,
+ *   so every column's sum has the same order for any thread count and
+ *   SIMD level.
  */
+#include "arch/dispatch.h"
 #include "core/check.h"
 #include "core/threads.h"
 #include "kernels/activation.h"
 #include "kernels/gemm.h"
 
-/* Columns summed together by one pass over the rows. */
+/* Columns per unit of work when the bias gradient is split over threads. */
 #define BP_BIAS_BLOCK 64
 
 /*
@@ -87,22 +89,12 @@ typedef struct bp_bias_args {
 static void bp_bias_blocks(void *ctx, int64_t begin, int64_t end)
 {
     const bp_bias_args *a = ctx;
+    int64_t j0 = begin * BP_BIAS_BLOCK;
+    int64_t j1 = end * BP_BIAS_BLOCK < a->n_out ? end * BP_BIAS_BLOCK
+                                                : a->n_out;
 
-    for (int64_t k = begin; k < end; k++) {
-        double sum[BP_BIAS_BLOCK] = {0};
-        int64_t j0 = k * BP_BIAS_BLOCK;
-        int64_t cols = a->n_out - j0 < BP_BIAS_BLOCK ? a->n_out - j0
-                                                     : BP_BIAS_BLOCK;
-
-        for (int64_t i = 0; i < a->batch; i++) {
-            const float *row = a->dz + i * a->n_out + j0;
-
-            for (int64_t j = 0; j < cols; j++)
-                sum[j] += row[j];
-        }
-        for (int64_t j = 0; j < cols; j++)
-            a->db[j0 + j] = (float)sum[j];
-    }
+    bp_kernels_get()->column_sums(a->db + j0, a->dz + j0, a->batch, j1 - j0,
+                                  a->n_out);
 }
 
 /*

@@ -11,8 +11,10 @@
  *   (or a GEMM of a single row) costs what its rows cost and is written
  *   in place, with masked stores.
  * - With few rows (inference on a handful of samples), whole panels of
- *   an untransposed B are read in place instead of packed. The kernel
- *   sees the same values in the same order, so results do not change.
+ *   an untransposed B are read in place instead of packed, and so is
+ *   the edge panel when the micro-kernel reads no column past the
+ *   tile's. The kernel sees the same values in the same order, so
+ *   results do not change.
  * - Threads split (row block x group of NR panels) units. The depth
  *   blocks depend on K and the ISA only, and every tile is computed by one
  *   kernel call per depth block, in order, so the result is bitwise the
@@ -213,19 +215,21 @@ static void bp_gemm_unit(const bp_gemm_plan *g, const float *a_pack,
     for (int64_t jp = jp0; jp < jp1; jp++) {
         int64_t j = jc + jp * nr;
         int64_t cols = bp_min64(nr, nb - jp * nr);
-        int direct = g->b_direct && cols == nr;
+        int direct = g->b_direct && (cols == nr || kt->gemm_b_cols_only);
         const float *bp = direct ? g->b + pc * g->ldb + j
                                  : g->b_pack + jp * nr * kb;
         int64_t ldb = direct ? g->ldb : nr;
         const float *bias = last && g->bias != NULL ? g->bias + j : NULL;
 
         for (int64_t ir = 0; ir < mb; ir += mr) {
-            bp_a_view a = {a_pack + ir * kb, 1, mr};
+            bp_a_view a;
 
             if (g->a_direct && g->ta == BP_TRANS_NO)
                 a = (bp_a_view){g->a + (ic + ir) * g->lda + pc, g->lda, 1};
             else if (g->a_direct)
                 a = (bp_a_view){g->a + pc * g->lda + ic + ir, 1, g->lda};
+            else
+                a = (bp_a_view){a_pack + ir * kb, 1, mr};
             bp_gemm_tile(kt, g->c + (ic + ir) * g->ldc + j, g->ldc, a, bp,
                          ldb, g->alpha, beta, bias, act, g->act_param,
                          bp_min64(mr, mb - ir), cols, kb);
@@ -275,7 +279,7 @@ static void bp_gemm_run(const bp_gemm_plan *g)
                 }
 
                 int64_t cols = bp_min64(nr, nb - item * nr);
-                if (!g->b_direct || cols < nr)
+                if (!g->b_direct || (cols < nr && !kt->gemm_b_cols_only))
                     bp_pack_b_panel(g->b_pack + item * nr * kb, g->b, g->ldb,
                                     g->tb, pc, kb, jc + item * nr, cols,
                                     (int)nr);
@@ -299,6 +303,25 @@ static void bp_gemm_run(const bp_gemm_plan *g)
                              kb);
             }
         }
+    }
+}
+
+/*
+ * bp_gemm_run for one thread when neither A nor any panel of B is
+ * packed: the same units in the same order, without the scratch and the
+ * worksharing loops, whose calls cost as much as the tiles of a small
+ * layer.
+ */
+static void bp_gemm_run_direct(const bp_gemm_plan *g)
+{
+    for (int64_t jc = 0; jc < g->n; jc += g->nc) {
+        int64_t nb = bp_min64(g->nc, g->n - jc);
+        int64_t panels = (nb + g->kt->gemm_nr - 1) / g->kt->gemm_nr;
+
+        for (int64_t pc = 0; pc < g->k; pc += g->kc)
+            for (int64_t ic = 0; ic < g->m; ic += g->mc)
+                bp_gemm_unit(g, NULL, ic, bp_min64(g->mc, g->m - ic), jc, nb,
+                             0, panels, pc, bp_min64(g->kc, g->k - pc));
     }
 }
 
@@ -373,6 +396,11 @@ void bp_gemm_fused(float *c, int64_t ldc, const float *a, int64_t lda,
                  (m <= BP_GEMM_DIRECT_ROWS ||
                   (double)k * n <= BP_GEMM_DIRECT_FLOATS);
     g.threads = bp_threads_for(2.0 * (double)m * (double)n * (double)k);
+    if (g.threads == 1 && g.a_direct && g.b_direct &&
+        (n % kt->gemm_nr == 0 || kt->gemm_b_cols_only)) {
+        bp_gemm_run_direct(&g);
+        return;
+    }
 
     int64_t b_floats = bp_round_up(g.kc * g.nc, BP_FLOATS_PER_LINE);
     g.a_stride = bp_round_up(g.mc * g.kc, BP_FLOATS_PER_LINE);

@@ -14,20 +14,24 @@
  *   BP_LOSS_CHUNKS chunks whose bounds depend on the row count only;
  *   chunks are summed in order, so the total does not depend on the
  *   thread count.
+ * - Cross-entropy with labels, the loss of classifiers, runs a block of
+ *   rows per call to the kernel table's cross_entropy_rows (the SIMD
+ *   levels hold a row of up to 16 classes in one or two vectors); its
+ *   row losses are then summed in the same chunks, in the same order.
  * - An empty batch has loss 0.
  */
 #include "kernels/loss.h"
 
+#include "arch/dispatch.h"
 #include "core/check.h"
 #include "core/threads.h"
-#include "kernels/exp.h"
 
 #include <math.h>
 
 #define BP_LOSS_CHUNKS 64
 
-/* Exponentials of a cross-entropy row taken per vectorised pass. */
-#define BP_EXP_BLOCK 256
+/* Rows per call of a block function when a chunk holds more. */
+#define BP_LOSS_BLOCK 64
 
 /* The buffers of one loss call; `scale` turns a difference into a grad. */
 typedef struct bp_loss_args {
@@ -51,6 +55,13 @@ static double bp_row_weight(const bp_loss_args *a, int64_t i)
 /* Returns row i's summed loss and writes its gradient if requested. */
 typedef double (*bp_loss_row_fn)(const bp_loss_args *a, int64_t i);
 
+/*
+ * Writes the summed losses of rows [i0, i0 + n) to loss[0..n) and their
+ * gradients if requested.
+ */
+typedef void (*bp_loss_block_fn)(const bp_loss_args *a, int64_t i0,
+                                 int64_t n, double *loss);
+
 /* Row i's start when `rows` rows are split into `chunks` near-equal parts. */
 static int64_t bp_chunk_start(int64_t rows, int64_t chunks, int64_t i)
 {
@@ -59,36 +70,66 @@ static int64_t bp_chunk_start(int64_t rows, int64_t chunks, int64_t i)
     return q * i + (i < r ? i : r);
 }
 
-/* One loss reduction, shared by its threads. */
+/* One loss reduction, shared by its threads; one of the functions set. */
 typedef struct bp_reduce_args {
     const bp_loss_args *loss;
     bp_loss_row_fn row_fn;
+    bp_loss_block_fn block_fn;
     int64_t chunks;
     double *partial;  /* chunks sums */
 } bp_reduce_args;
+
+/* The losses of rows [begin, end), summed in row order. */
+static double bp_reduce_rows(const bp_reduce_args *r, int64_t begin,
+                             int64_t end)
+{
+    double losses[BP_LOSS_BLOCK];
+    double sum = 0.0;
+
+    if (r->block_fn == NULL) {
+        for (int64_t i = begin; i < end; i++)
+            sum += r->row_fn(r->loss, i);
+        return sum;
+    }
+    for (int64_t i0 = begin; i0 < end; i0 += BP_LOSS_BLOCK) {
+        int64_t n = end - i0 < BP_LOSS_BLOCK ? end - i0 : BP_LOSS_BLOCK;
+
+        r->block_fn(r->loss, i0, n, losses);
+        for (int64_t k = 0; k < n; k++)
+            sum += losses[k];
+    }
+    return sum;
+}
 
 static void bp_reduce_chunks(void *ctx, int64_t begin, int64_t end)
 {
     const bp_reduce_args *r = ctx;
     int64_t rows = r->loss->rows;
 
-    for (int64_t c = begin; c < end; c++) {
-        int64_t stop = bp_chunk_start(rows, r->chunks, c + 1);
-        double sum = 0.0;
-
-        for (int64_t i = bp_chunk_start(rows, r->chunks, c); i < stop; i++)
-            sum += r->row_fn(r->loss, i);
-        r->partial[c] = sum;
+    /* NOTE: with one row per chunk, a chunk's sum is its row's loss
+       (0 + x is x, up to the sign of a zero, which the total's own
+       0 + ... then drops), so one block call writes all the sums. */
+    if (r->block_fn != NULL && r->chunks == rows) {
+        r->block_fn(r->loss, begin, end - begin, r->partial + begin);
+        return;
     }
+    for (int64_t c = begin; c < end; c++)
+        r->partial[c] = bp_reduce_rows(r, bp_chunk_start(rows, r->chunks, c),
+                                       bp_chunk_start(rows, r->chunks, c + 1));
 }
 
-/* The sum of row_fn over all rows, in a fixed order (see the top). */
+/*
+ * The sum of row_fn (or block_fn, when not NULL) over all rows, in a
+ * fixed order (see the top).
+ */
 static double bp_loss_reduce(const bp_loss_args *a, bp_loss_row_fn row_fn,
+                             bp_loss_block_fn block_fn,
                              double cost_per_element)
 {
     double partial[BP_LOSS_CHUNKS];
     bp_reduce_args args = {
-        .loss = a, .row_fn = row_fn, .partial = partial,
+        .loss = a, .row_fn = row_fn, .block_fn = block_fn,
+        .partial = partial,
         .chunks = a->rows < BP_LOSS_CHUNKS ? a->rows : BP_LOSS_CHUNKS};
     int threads = bp_threads_for((double)a->rows * a->cols *
                                  cost_per_element);
@@ -175,54 +216,16 @@ static double bp_poisson_row(const bp_loss_args *a, int64_t i)
     return sum * w;
 }
 
-/*
- * The shifted exponentials of row z: writes e[j] = exp(z[j] - max) for
- * the row's maximum *max and returns their sum. The exponentials are
- * taken a block at a time, apart from the double-precision sum, so that
- * their loop vectorises.
- *   e  K  (OUT; NULL to keep none)     z  K  (IN)
- */
-static double bp_shifted_exps(float *e, const float *z, int64_t cols,
-                              float *max_out)
+/* Cross-entropy of rows with labels: logsumexp(z) - z[label]. */
+static void bp_cross_entropy_block(const bp_loss_args *a, int64_t i0,
+                                   int64_t n, double *loss)
 {
-    float block[BP_EXP_BLOCK];
-    float max = z[0];
-    double sum = 0.0;
+    int64_t at = i0 * a->cols;
 
-    for (int64_t j = 1; j < cols; j++)
-        max = z[j] > max ? z[j] : max;
-    for (int64_t j0 = 0; j0 < cols; j0 += BP_EXP_BLOCK) {
-        int64_t n = cols - j0 < BP_EXP_BLOCK ? cols - j0 : BP_EXP_BLOCK;
-        float *ej = e != NULL ? e + j0 : block;
-
-        for (int64_t j = 0; j < n; j++)
-            ej[j] = bp_exp_neg(z[j0 + j] - max);
-        for (int64_t j = 0; j < n; j++)
-            sum += ej[j];
-    }
-    *max_out = max;
-    return sum;
-}
-
-/* Cross-entropy of one row: logsumexp(z) - z[label], shifted by max(z). */
-static double bp_cross_entropy_row(const bp_loss_args *a, int64_t i)
-{
-    const float *z = a->pred + i * a->cols;
-    int32_t label = a->labels[i];
-    double w = bp_row_weight(a, i), scale = a->scale * w;
-    float max;
-
-    /* With a gradient, keep each exp there to normalise it afterwards. */
-    float *g = a->grad != NULL ? a->grad + i * a->cols : NULL;
-    double sum = bp_shifted_exps(g, z, a->cols, &max);
-
-    if (g != NULL) {
-        double inv = 1.0 / sum;
-
-        for (int64_t j = 0; j < a->cols; j++)
-            g[j] = (float)(scale * (g[j] * inv - (j == label)));
-    }
-    return (((double)max - z[label]) + log(sum)) * w;
+    bp_kernels_get()->cross_entropy_rows(
+        a->grad != NULL ? a->grad + at : NULL, loss, a->pred + at,
+        a->labels + i0, a->weights != NULL ? a->weights + i0 : NULL,
+        a->scale, n, a->cols);
 }
 
 /* Row i's target probability of class k, before smoothing. */
@@ -247,7 +250,9 @@ static double bp_cross_entropy_soft_row(const bp_loss_args *a, int64_t i)
     float max;
 
     float *g = a->grad != NULL ? a->grad + i * a->cols : NULL;
-    double sum = bp_shifted_exps(g, z, a->cols, &max);
+    /* The same exponentials as labels get, so one-hot targets give
+       the same loss as their labels. */
+    double sum = bp_kernels_get()->shifted_exps(g, &max, z, a->cols);
     double log_sum = log(sum), loss = 0.0, total = 0.0;
 
     for (int64_t k = 0; k < a->cols; k++) {
@@ -435,7 +440,7 @@ bp_status bp_loss_mse(double *loss, float *grad, const float *pred,
     bp_loss_args a = {.grad = grad, .pred = pred, .target = target,
                       .rows = rows, .cols = cols,
                       .scale = count > 0 ? 2.0 / count : 0.0};
-    double sum = bp_loss_reduce(&a, bp_mse_row, 3.0);
+    double sum = bp_loss_reduce(&a, bp_mse_row, NULL, 3.0);
 
     if (loss != NULL)
         *loss = count > 0 ? sum / count : 0.0;
@@ -456,7 +461,7 @@ bp_status bp_loss_cross_entropy(double *loss, float *grad,
     bp_loss_args a = {.grad = grad, .pred = logits, .labels = labels,
                       .rows = rows, .cols = classes,
                       .scale = rows > 0 ? 1.0 / (double)rows : 0.0};
-    double sum = bp_loss_reduce(&a, bp_cross_entropy_row, 40.0);
+    double sum = bp_loss_reduce(&a, NULL, bp_cross_entropy_block, 40.0);
 
     if (loss != NULL)
         *loss = rows > 0 ? sum / (double)rows : 0.0;
@@ -479,17 +484,22 @@ bp_status bp_loss_binary_cross_entropy(double *loss, float *grad,
     bp_loss_args a = {.grad = grad, .pred = logits, .target = target,
                       .rows = rows, .cols = cols,
                       .scale = count > 0 ? 1.0 / count : 0.0};
-    double sum = bp_loss_reduce(&a, bp_bce_row, 40.0);
+    double sum = bp_loss_reduce(&a, bp_bce_row, NULL, 40.0);
 
     if (loss != NULL)
         *loss = count > 0 ? sum / count : 0.0;
     return BP_STATUS_OK;
 }
 
-/* The row function and cost of a resolved configuration. */
+/*
+ * The row function and cost of a resolved configuration; NULL with
+ * *block set for cross-entropy with labels and no options.
+ */
 static bp_loss_row_fn bp_loss_row_of(const bp_loss_config *cfg,
-                                     const int32_t *labels, double *cost)
+                                     const int32_t *labels,
+                                     bp_loss_block_fn *block, double *cost)
 {
+    *block = NULL;
     *cost = 3.0;
     switch (cfg->kind) {
     case BP_LOSS_MSE:
@@ -507,8 +517,10 @@ static bp_loss_row_fn bp_loss_row_of(const bp_loss_config *cfg,
     case BP_LOSS_CROSS_ENTROPY:
         *cost = 40.0;
         if (labels != NULL && cfg->label_smoothing == 0.0f &&
-            cfg->class_weights == NULL)
-            return bp_cross_entropy_row;
+            cfg->class_weights == NULL) {
+            *block = bp_cross_entropy_block;
+            return NULL;
+        }
         return bp_cross_entropy_soft_row;
     }
     return NULL;
@@ -522,21 +534,23 @@ bp_status bp_loss_run(double *loss, float *grad, const float *pred,
     int per_row = cfg->kind == BP_LOSS_CROSS_ENTROPY;
     double count = per_row ? (double)rows : (double)rows * cols;
     double cost;
-    bp_loss_row_fn row_fn = bp_loss_row_of(cfg, labels, &cost);
+    bp_loss_block_fn block_fn;
+    bp_loss_row_fn row_fn = bp_loss_row_of(cfg, labels, &block_fn, &cost);
     bp_loss_args a = {
         .grad = grad, .pred = pred, .target = target, .labels = labels,
         .rows = rows, .cols = cols, .weights = weights, .cfg = cfg,
         .scale = count > 0 ? 1.0 / count : 0.0,
     };
 
-    if (row_fn == NULL)
+    if (row_fn == NULL && block_fn == NULL)
         return bp_fail(BP_STATUS_INTERNAL, "bp_loss: unknown loss %d",
                        (int)cfg->kind);
     /* NOTE: mse is mean(d^2), so its gradient carries the factor 2. */
     if (cfg->kind == BP_LOSS_MSE)
         a.scale *= 2.0;
 
-    double sum = rows > 0 ? bp_loss_reduce(&a, row_fn, cost) : 0.0;
+    double sum = rows > 0 ? bp_loss_reduce(&a, row_fn, block_fn, cost)
+                          : 0.0;
     if (loss != NULL)
         *loss = count > 0 ? sum / count : 0.0;
     return BP_STATUS_OK;

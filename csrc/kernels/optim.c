@@ -17,6 +17,7 @@
  */
 #include "kernels/optim.h"
 
+#include "arch/dispatch.h"
 #include "core/check.h"
 #include "core/threads.h"
 
@@ -215,11 +216,12 @@ static inline float bp_grad(float grad, float w, float scale, float c,
 /*
  * Each kind has an inline loop taking `clipped` as a constant and a
  * range function that calls it twice, so that the unclipped update is
- * compiled without the clipping. The loops copy every scalar out of the
- * shared arguments first, and read each weight once: a store through a
- * float pointer could otherwise alias them and force reloads, which
- * stall (the slabs are 4 KiB apart modulo the page, so a store to m[i]
- * delays a later load of w[i]) or stop vectorisation.
+ * compiled without the clipping; unclipped SGD with momentum, the
+ * common case, runs the kernel table's loop instead. The loops copy
+ * every scalar out of the shared arguments first, and read each weight
+ * once: a store through a float pointer could otherwise alias them and
+ * force reloads, which stall (the slabs are 4 KiB apart modulo the page,
+ * so a store to m[i] delays a later load of w[i]) or stop vectorisation.
  */
 static inline void bp_sgd_plain_loop(const bp_optim_args *a, int64_t begin,
                                      int64_t end, int clipped)
@@ -263,6 +265,10 @@ static inline void bp_sgd_momentum_loop(const bp_optim_args *a, int64_t begin,
     }
 }
 
+/*
+ * Momentum without clipping, the common case, runs the kernel table's
+ * loop: the same operations, vectorised for the CPU's widest level.
+ */
 static void bp_sgd_momentum_range(void *ctx, int64_t begin, int64_t end)
 {
     const bp_optim_args *a = ctx;
@@ -270,7 +276,9 @@ static void bp_sgd_momentum_range(void *ctx, int64_t begin, int64_t end)
     if (a->clipped)
         bp_sgd_momentum_loop(a, begin, end, 1);
     else
-        bp_sgd_momentum_loop(a, begin, end, 0);
+        bp_kernels_get()->sgd_momentum(a->w + begin, a->m + begin,
+                                       a->grad + begin, a->lr, a->mu,
+                                       a->decay, 0, end - begin);
 }
 
 static inline void bp_sgd_nesterov_loop(const bp_optim_args *a, int64_t begin,
@@ -298,7 +306,9 @@ static void bp_sgd_nesterov_range(void *ctx, int64_t begin, int64_t end)
     if (a->clipped)
         bp_sgd_nesterov_loop(a, begin, end, 1);
     else
-        bp_sgd_nesterov_loop(a, begin, end, 0);
+        bp_kernels_get()->sgd_momentum(a->w + begin, a->m + begin,
+                                       a->grad + begin, a->lr, a->mu,
+                                       a->decay, 1, end - begin);
 }
 
 static inline void bp_adam_loop(const bp_optim_args *a, int64_t begin,

@@ -132,5 +132,10 @@ const bp_kernels bp_kernels_avx2 = {
     .gemm_kc = 256,
     .gemm_mc = 144,
     .gemm_nc = 4096,
+    .gemm_b_cols_only = 0,
     .gemm_micro = bp_gemm_micro_avx2,
+    .shifted_exps = bp_shifted_exps_avx2,
+    .cross_entropy_rows = bp_cross_entropy_rows_avx2,
+    .column_sums = bp_column_sums_avx2,
+    .sgd_momentum = bp_sgd_momentum_avx2,
 };

@@ -62,5 +62,10 @@ const bp_kernels bp_kernels_generic = {
     .gemm_kc = 256,
     .gemm_mc = 128,
     .gemm_nc = 4096,
+    .gemm_b_cols_only = 0,
     .gemm_micro = bp_gemm_micro_generic,
+    .shifted_exps = bp_shifted_exps_generic,
+    .cross_entropy_rows = bp_cross_entropy_rows_generic,
+    .column_sums = bp_column_sums_generic,
+    .sgd_momentum = bp_sgd_momentum_generic,
 };
