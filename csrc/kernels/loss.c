@@ -48,8 +48,6 @@ static double bp_row_weight(const bp_loss_args *a, int64_t i)
     return a->weights != NULL ? (double)a->weights[i] : 1.0;
 }
 
-/* Returns row i's summed loss and writes its gradient if requested. */
-typedef double (*bp_loss_row_fn)(const bp_loss_args *a, int64_t i);
 
 /* Row i's start when `rows` rows are split into `chunks` near-equal parts. */
 static int64_t bp_chunk_start(int64_t rows, int64_t chunks, int64_t i)
@@ -61,8 +59,9 @@ static int64_t bp_chunk_start(int64_t rows, int64_t chunks, int64_t i)
 
 /* One loss reduction, shared by its threads. */
 typedef struct bp_reduce_args {
-    const bp_loss_args *loss;
+    const void *loss;
     bp_loss_row_fn row_fn;
+    int64_t rows;
     int64_t chunks;
     double *partial;  /* chunks sums */
 } bp_reduce_args;
@@ -70,7 +69,7 @@ typedef struct bp_reduce_args {
 static void bp_reduce_chunks(void *ctx, int64_t begin, int64_t end)
 {
     const bp_reduce_args *r = ctx;
-    int64_t rows = r->loss->rows;
+    int64_t rows = r->rows;
 
     for (int64_t c = begin; c < end; c++) {
         int64_t stop = bp_chunk_start(rows, r->chunks, c + 1);
@@ -82,18 +81,16 @@ static void bp_reduce_chunks(void *ctx, int64_t begin, int64_t end)
     }
 }
 
-/* The sum of row_fn over all rows, in a fixed order (see the top). */
-static double bp_loss_reduce(const bp_loss_args *a, bp_loss_row_fn row_fn,
-                             double cost_per_element)
+double bp_loss_reduce_rows(const void *ctx, bp_loss_row_fn row_fn,
+                           int64_t rows, double cost)
 {
     double partial[BP_LOSS_CHUNKS];
     bp_reduce_args args = {
-        .loss = a, .row_fn = row_fn, .partial = partial,
-        .chunks = a->rows < BP_LOSS_CHUNKS ? a->rows : BP_LOSS_CHUNKS};
-    int threads = bp_threads_for((double)a->rows * a->cols *
-                                 cost_per_element);
+        .loss = ctx, .row_fn = row_fn, .rows = rows, .partial = partial,
+        .chunks = rows < BP_LOSS_CHUNKS ? rows : BP_LOSS_CHUNKS};
 
-    bp_parallel_for(threads, args.chunks, bp_reduce_chunks, &args);
+    bp_parallel_for(bp_threads_for(cost), args.chunks, bp_reduce_chunks,
+                    &args);
 
     double total = 0.0;
     for (int64_t c = 0; c < args.chunks; c++)
@@ -101,8 +98,17 @@ static double bp_loss_reduce(const bp_loss_args *a, bp_loss_row_fn row_fn,
     return total;
 }
 
-static double bp_mse_row(const bp_loss_args *a, int64_t i)
+/* The sum of row_fn over all rows, in a fixed order (see the top). */
+static double bp_loss_reduce(const bp_loss_args *a, bp_loss_row_fn row_fn,
+                             double cost_per_element)
 {
+    return bp_loss_reduce_rows(a, row_fn, a->rows,
+                               (double)a->rows * a->cols * cost_per_element);
+}
+
+static double bp_mse_row(const void *ctx, int64_t i)
+{
+    const bp_loss_args *a = ctx;
     const float *p = a->pred + i * a->cols;
     const float *t = a->target + i * a->cols;
     double w = bp_row_weight(a, i), scale = a->scale * w;
@@ -119,8 +125,9 @@ static double bp_mse_row(const bp_loss_args *a, int64_t i)
 }
 
 /* NOTE: the gradient of |d| at d == 0 is taken as 0. */
-static double bp_mae_row(const bp_loss_args *a, int64_t i)
+static double bp_mae_row(const void *ctx, int64_t i)
 {
+    const bp_loss_args *a = ctx;
     const float *p = a->pred + i * a->cols;
     const float *t = a->target + i * a->cols;
     double w = bp_row_weight(a, i), scale = a->scale * w;
@@ -137,8 +144,9 @@ static double bp_mae_row(const bp_loss_args *a, int64_t i)
     return sum * w;
 }
 
-static double bp_huber_row(const bp_loss_args *a, int64_t i)
+static double bp_huber_row(const void *ctx, int64_t i)
 {
+    const bp_loss_args *a = ctx;
     const float *p = a->pred + i * a->cols;
     const float *t = a->target + i * a->cols;
     double w = bp_row_weight(a, i), scale = a->scale * w;
@@ -158,8 +166,9 @@ static double bp_huber_row(const bp_loss_args *a, int64_t i)
 }
 
 /* e^z - t z for the log-rate z; its gradient is e^z - t. */
-static double bp_poisson_row(const bp_loss_args *a, int64_t i)
+static double bp_poisson_row(const void *ctx, int64_t i)
 {
+    const bp_loss_args *a = ctx;
     const float *z = a->pred + i * a->cols;
     const float *t = a->target + i * a->cols;
     double w = bp_row_weight(a, i), scale = a->scale * w;
@@ -205,8 +214,9 @@ static double bp_shifted_exps(float *e, const float *z, int64_t cols,
 }
 
 /* Cross-entropy of one row: logsumexp(z) - z[label], shifted by max(z). */
-static double bp_cross_entropy_row(const bp_loss_args *a, int64_t i)
+static double bp_cross_entropy_row(const void *ctx, int64_t i)
 {
+    const bp_loss_args *a = ctx;
     const float *z = a->pred + i * a->cols;
     int32_t label = a->labels[i];
     double w = bp_row_weight(a, i), scale = a->scale * w;
@@ -238,8 +248,9 @@ static double bp_target_prob(const bp_loss_args *a, int64_t i, int64_t k)
  * the smoothed targets q and class weights c. Its gradient is
  * (sum_k c_k q_k) softmax(z) - c q.
  */
-static double bp_cross_entropy_soft_row(const bp_loss_args *a, int64_t i)
+static double bp_cross_entropy_soft_row(const void *ctx, int64_t i)
 {
+    const bp_loss_args *a = ctx;
     const float *z = a->pred + i * a->cols;
     const float *cw = a->cfg->class_weights;
     double w = bp_row_weight(a, i), scale = a->scale * w;
@@ -271,8 +282,9 @@ static double bp_cross_entropy_soft_row(const bp_loss_args *a, int64_t i)
     return loss * w;
 }
 
-static double bp_bce_row(const bp_loss_args *a, int64_t i)
+static double bp_bce_row(const void *ctx, int64_t i)
 {
+    const bp_loss_args *a = ctx;
     const float *z = a->pred + i * a->cols;
     const float *t = a->target + i * a->cols;
     double w = bp_row_weight(a, i), scale = a->scale * w;
