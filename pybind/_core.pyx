@@ -10,6 +10,9 @@ Design decisions:
 - Empty buffers are passed as a pointer to a dummy float, never NULL, so
   the C library's NULL checks keep their meaning.
 - NumPy is not needed to build this module: all buffers are memoryviews.
+- One Net class serves float32 and float64 networks: each method that
+  takes arrays picks the [float] or [double] version of one fused-type
+  function after the network's dtype, so the two cannot drift apart.
 """
 from libc.math cimport isfinite
 from libc.stdint cimport int32_t, int64_t, uint64_t
@@ -19,7 +22,13 @@ from libc.string cimport memcpy, memset
 from libbprop cimport *
 
 cdef float _empty_f32[1]
+cdef double _empty_f64[1]
 cdef int32_t _empty_i32[1]
+
+# The element types of float32 and float64 networks.
+ctypedef fused real:
+    float
+    double
 
 
 class DivergenceError(FloatingPointError, ValueError):
@@ -72,6 +81,7 @@ cdef inline const int32_t *_ci1(const int32_t[::1] a) noexcept nogil:
     return &a[0] if a.shape[0] > 0 else _empty_i32
 
 
+
 # ---------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------
@@ -85,6 +95,7 @@ LOSSES = ("mse", "cross_entropy", "binary_cross_entropy", "mae", "huber",
           "poisson")
 INITS = ("auto", "he", "glorot", "he_normal", "glorot_normal",
          "lecun_uniform", "lecun_normal")
+DTYPES = ("float32", "float64")
 
 
 def version():
@@ -136,7 +147,7 @@ cdef enum:
     _FINITE_BLOCK = 4096
 
 
-cdef int64_t _first_nonfinite(const float *x, int64_t n) noexcept nogil:
+cdef int64_t _first_nonfinite(const real *x, int64_t n) noexcept nogil:
     cdef int64_t start = 0, stop, i
     cdef int bad
     while start < n:
@@ -152,11 +163,14 @@ cdef int64_t _first_nonfinite(const float *x, int64_t n) noexcept nogil:
     return -1
 
 
-def first_nonfinite(const float[::1] values):
-    """Index of the first NaN or infinity in `values`, or -1."""
+def first_nonfinite(const real[::1] values):
+    """Index of the first NaN or infinity in `values` (float32 or
+    float64), or -1."""
     cdef int64_t at
+    if values.shape[0] == 0:
+        return -1
     with nogil:
-        at = _first_nonfinite(_cf1(values), values.shape[0])
+        at = _first_nonfinite(&values[0], values.shape[0])
     return at
 
 
@@ -483,19 +497,19 @@ cdef int64_t _n_weights(const bp_layer_spec *spec, int64_t n_in) noexcept nogil:
     return spec.units
 
 
-cdef int _copy_out(float[::1] out, const float *src, int64_t n) except -1:
+cdef int _copy_out(real[::1] out, const real *src, int64_t n) except -1:
     if out.shape[0] != n:
         raise ValueError(f"expected {n} values, got {out.shape[0]}")
     if n > 0:
-        memcpy(&out[0], src, n * sizeof(float))
+        memcpy(&out[0], src, n * sizeof(real))
     return 0
 
 
-cdef int _copy_in(float *dst, const float[::1] values, int64_t n) except -1:
+cdef int _copy_in(real *dst, const real[::1] values, int64_t n) except -1:
     if values.shape[0] != n:
         raise ValueError(f"expected {n} values, got {values.shape[0]}")
     if n > 0:
-        memcpy(dst, &values[0], n * sizeof(float))
+        memcpy(dst, &values[0], n * sizeof(real))
     return 0
 
 
@@ -562,7 +576,7 @@ cdef struct _monitor_state:
     bint layer_stats
     double *grad_sq
     double *ratio
-    float *prev            # n_params: the parameters before the batch
+    double *prev           # n_params: the parameters before the batch
     # Ending the epoch at the first batch that leaves a bad parameter.
     bint stop_on_bad
     int bad_layer
@@ -575,7 +589,7 @@ cdef double _now() noexcept nogil:
     return <double>ts.tv_sec + 1e-9 * <double>ts.tv_nsec
 
 
-cdef int64_t _argmax(const float *row, int64_t n) noexcept nogil:
+cdef int64_t _argmax(const real *row, int64_t n) noexcept nogil:
     cdef int64_t j, best = 0
     for j in range(1, n):
         if row[j] > row[best]:
@@ -583,8 +597,8 @@ cdef int64_t _argmax(const float *row, int64_t n) noexcept nogil:
     return best
 
 
-cdef void _count_argmax(_monitor_state *st,
-                        const bp_batch_info *info) noexcept nogil:
+cdef void _count_argmax(_monitor_state *st, const bp_batch_info *info,
+                        const real *outputs, const real *y) noexcept nogil:
     # Without labels the targets are class probabilities: their most
     # likely class is the label.
     cdef int64_t r, label, n = st.n_out
@@ -592,45 +606,53 @@ cdef void _count_argmax(_monitor_state *st,
         if info.labels != NULL:
             label = info.labels[r]
         else:
-            label = _argmax(info.y + r * n, n)
-        st.correct += _argmax(info.outputs + r * n, n) == label
+            label = _argmax(y + r * n, n)
+        st.correct += _argmax(outputs + r * n, n) == label
 
 
-cdef void _count_sign(_monitor_state *st,
-                      const bp_batch_info *info) noexcept nogil:
+cdef void _count_sign(_monitor_state *st, const bp_batch_info *info,
+                      const real *outputs, const real *y) noexcept nogil:
     # Logits: sigmoid(z) > 0.5 exactly when z > 0.
     cdef int64_t r, j, n = st.n_out
     cdef bint right
     for r in range(info.rows):
         right = True
         for j in range(n):
-            right &= info.y[r * n + j] == (1.0 if info.outputs[r * n + j] > 0
-                                           else 0.0)
+            right &= y[r * n + j] == (1.0 if outputs[r * n + j] > 0 else 0.0)
         st.correct += right
 
 
-cdef void _add_r2(_monitor_state *st,
-                  const bp_batch_info *info) noexcept nogil:
+cdef void _add_r2(_monitor_state *st, const bp_batch_info *info,
+                  const real *outputs, const real *y) noexcept nogil:
     # Shifting by the first targets keeps the sums of squares accurate
     # for targets far from zero.
     cdef int64_t r, j, n = st.n_out
     cdef double t, p
     if not st.shifted:
         for j in range(n):
-            st.shift[j] = info.y[j]
+            st.shift[j] = y[j]
         st.shifted = True
     for r in range(info.rows):
         for j in range(n):
-            t = info.y[r * n + j] - st.shift[j]
-            p = info.outputs[r * n + j] - st.shift[j]
+            t = y[r * n + j] - st.shift[j]
+            p = outputs[r * n + j] - st.shift[j]
             st.sums[j] += t
             st.sums[n + j] += t * t
             st.sums[2 * n + j] += (t - p) * (t - p)
 
 
-cdef void _add_layer_stats(_monitor_state *st) noexcept nogil:
-    cdef const float *params = bp_net_params_const(st.net)
-    cdef const float *grads = bp_net_grads(st.net)
+cdef void _add_metric(_monitor_state *st, const bp_batch_info *info,
+                      const real *outputs, const real *y) noexcept nogil:
+    if st.metric == _METRIC_ARGMAX:
+        _count_argmax(st, info, outputs, y)
+    elif st.metric == _METRIC_SIGN:
+        _count_sign(st, info, outputs, y)
+    elif st.metric == _METRIC_R2:
+        _add_r2(st, info, outputs, y)
+
+
+cdef void _add_layer_stats(_monitor_state *st, const real *params,
+                           const real *grads) noexcept nogil:
     cdef int64_t i, w, count
     cdef double g2, d2, w2, d
     cdef int l
@@ -649,39 +671,46 @@ cdef void _add_layer_stats(_monitor_state *st) noexcept nogil:
             st.ratio[l] += (d2 / w2) ** 0.5
 
 
-cdef bint _bad_layer_span(const float *values, const int64_t *at) noexcept nogil:
+cdef bint _bad_layer_span(const real *values, const int64_t *at) noexcept nogil:
     return (_first_nonfinite(values + at[0], at[1]) >= 0
             or _first_nonfinite(values + at[2], at[3]) >= 0)
 
 
-cdef bint _find_bad_layer(_monitor_state *st) noexcept nogil:
-    cdef const float *params = bp_net_params_const(st.net)
-    cdef const float *velocity = bp_net_velocity(st.net)
+cdef bint _find_bad_layer(_monitor_state *st, const real *params,
+                          const real *velocity, const real *grads) noexcept nogil:
     cdef int l
     for l in range(st.n_layers):
         if (_bad_layer_span(params, st.layout + 4 * l)
                 or _bad_layer_span(velocity, st.layout + 4 * l)):
             st.bad_layer = l
-            st.bad_gradient = _bad_layer_span(bp_net_grads(st.net),
-                                              st.layout + 4 * l)
+            st.bad_gradient = _bad_layer_span(grads, st.layout + 4 * l)
             return True
     return False
 
 
 cdef int _monitor_hook(void *user, const bp_batch_info *info) noexcept nogil:
     cdef _monitor_state *st = <_monitor_state *>user
+    cdef bp_net *net = st.net
+    cdef bint f64 = bp_net_dtype(net) == BP_DTYPE_F64
     cdef int stop = 0
     cdef double now
-    if st.metric == _METRIC_ARGMAX:
-        _count_argmax(st, info)
-    elif st.metric == _METRIC_SIGN:
-        _count_sign(st, info)
-    elif st.metric == _METRIC_R2:
-        _add_r2(st, info)
-    if st.layer_stats:
-        _add_layer_stats(st)
-    if st.stop_on_bad and _find_bad_layer(st):
-        stop = 1
+    if f64:
+        _add_metric(st, info, info.outputs_f64, info.y_f64)
+    else:
+        _add_metric(st, info, info.outputs, info.y)
+    if st.layer_stats and f64:
+        _add_layer_stats(st, <const double *>bp_net_params_f64(net),
+                         bp_net_grads_f64(net))
+    elif st.layer_stats:
+        _add_layer_stats(st, bp_net_params_const(net), bp_net_grads(net))
+    if st.stop_on_bad and f64:
+        stop = _find_bad_layer(st, <const double *>bp_net_params_f64(net),
+                               <const double *>bp_net_velocity_f64(net),
+                               bp_net_grads_f64(net))
+    elif st.stop_on_bad:
+        stop = _find_bad_layer(st, bp_net_params_const(net),
+                               <const float *>bp_net_velocity(net),
+                               bp_net_grads(net))
     if st.call_python:
         with gil:
             stop |= (<EpochMonitor><object>st.owner)._call(
@@ -768,6 +797,7 @@ cdef class EpochMonitor:
     cdef int _begin(self, bp_net *net) except -1:
         """Sizes the state for `net` and zeroes the epoch's sums."""
         cdef int l, n_layers = bp_net_n_layers(net)
+        cdef int64_t k
         cdef int64_t n_out = bp_net_n_outputs(net)
         cdef int64_t n_params = bp_net_n_params(net)
         cdef int64_t w_off, b_off, n_in = bp_net_n_inputs(net)
@@ -782,7 +812,7 @@ cdef class EpochMonitor:
             self.st.grad_sq = <double *>malloc(n_layers * sizeof(double))
             self.st.ratio = <double *>malloc(n_layers * sizeof(double))
             if self.st.layer_stats:
-                self.st.prev = <float *>malloc(n_params * sizeof(float) + 1)
+                self.st.prev = <double *>malloc(n_params * sizeof(double) + 1)
             if (self.st.layout == NULL or self.st.sums == NULL
                     or self.st.shift == NULL or self.st.grad_sq == NULL
                     or self.st.ratio == NULL
@@ -808,9 +838,12 @@ cdef class EpochMonitor:
         for l in range(n_layers):
             self.st.grad_sq[l] = 0.0
             self.st.ratio[l] = 0.0
-        if self.st.layer_stats and n_params > 0:
-            memcpy(self.st.prev, bp_net_params_const(net),
-                   n_params * sizeof(float))
+        if self.st.layer_stats and bp_net_dtype(net) == BP_DTYPE_F64:
+            memcpy(self.st.prev, bp_net_params_f64(net),
+                   n_params * sizeof(double))
+        elif self.st.layer_stats:
+            for k in range(n_params):
+                self.st.prev[k] = bp_net_params_const(net)[k]
         self.st.correct = 0
         self.st.shifted = False
         self.st.bad_layer = -1
@@ -906,20 +939,22 @@ cdef object _divergence(const bp_epoch_report *report):
 # ---------------------------------------------------------------------------
 
 cdef class _FloatSlab:
-    """A writable 1-D float32 buffer over memory that `owner` (a Net)
-    holds. Arrays made from it keep it, and so the Net, alive."""
+    """A writable 1-D float32 (format "f") or float64 ("d") buffer over
+    memory that `owner` (a Net) holds. Arrays made from it keep it, and
+    so the Net, alive."""
     cdef object owner
-    cdef float *data
+    cdef void *data
+    cdef char *format
     cdef Py_ssize_t shape[1]
     cdef Py_ssize_t strides[1]
 
     def __getbuffer__(self, Py_buffer *buf, int flags):
         buf.buf = self.data
         buf.obj = self
-        buf.len = self.shape[0] * sizeof(float)
+        buf.len = self.shape[0] * self.strides[0]
         buf.readonly = 0
-        buf.itemsize = sizeof(float)
-        buf.format = b"f"
+        buf.itemsize = self.strides[0]
+        buf.format = self.format
         buf.ndim = 1
         buf.shape = self.shape
         buf.strides = self.strides
@@ -958,14 +993,16 @@ cdef class Net:
 
     def __init__(self, int64_t n_inputs, units, activations, int loss,
                  params=None, no_bias=None, dict loss_options=None,
-                 kinds=None, layer_options=None):
+                 kinds=None, layer_options=None, str dtype="float32"):
         """`params` and `no_bias` hold each layer's activation parameter
         and bias flag (None: 0 and False); `loss_options` the options of
         the loss with code `loss` (see _to_loss; its kind is ignored);
         `kinds` each layer's kind code (None: all dense) and
         `layer_options` its (rate, eps, momentum) (None: zeros, the
-        defaults)."""
+        defaults); `dtype` is "float32" or "float64"."""
         cdef int n_layers = len(units)
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, not {dtype!r}")
         cdef bp_layer_spec *specs
         cdef bp_loss_config cfg
         cdef const float[::1] cw = None
@@ -996,8 +1033,8 @@ cdef class Net:
                     specs[i].kind = <bp_layer_kind>kinds[i]
                 if layer_options is not None:
                     specs[i].rate, specs[i].eps, specs[i].momentum = layer_options[i]
-            _check(bp_net_create_ex(&self.net, n_inputs, specs, n_layers,
-                                    &cfg))
+            _check(bp_net_create_dtype(&self.net, n_inputs, specs, n_layers,
+                                       &cfg, <bp_dtype><int>DTYPES.index(dtype)))
         finally:
             free(specs)
 
@@ -1041,29 +1078,39 @@ cdef class Net:
             result.append((<int>spec.kind, spec.rate, spec.eps, spec.momentum))
         return result
 
-    def get_running(self, int i, float[::1] out):
+    cdef void *_running(self, int i) noexcept:
+        """Batch norm layer i's running averages of either dtype, or NULL."""
+        if not 0 <= i < bp_net_n_layers(self.net):
+            return NULL
+        if self._f64():
+            return bp_net_running_stats_f64(self.net, i)
+        return bp_net_running_stats(self.net, i)
+
+    def get_running(self, int i, out):
         """Copies batch norm layer i's running mean and variance (2 x
         units) into `out`; False for a layer without them."""
-        cdef const float *src = NULL
+        cdef void *src = self._running(i)
         cdef bp_layer_spec spec
-        if 0 <= i < bp_net_n_layers(self.net):
-            src = bp_net_running_stats(self.net, i)
         if src == NULL:
             return False
         _check(bp_net_layer(self.net, i, &spec))
-        _copy_out(out, src, 2 * spec.units)
+        if self._f64():
+            _copy_out[double](out, <double *>src, 2 * spec.units)
+        else:
+            _copy_out[float](out, <float *>src, 2 * spec.units)
         return True
 
-    def set_running(self, int i, const float[::1] values):
+    def set_running(self, int i, values):
         """Sets batch norm layer i's running mean and variance."""
-        cdef float *dst = NULL
+        cdef void *dst = self._running(i)
         cdef bp_layer_spec spec
-        if 0 <= i < bp_net_n_layers(self.net):
-            dst = bp_net_running_stats(self.net, i)
         if dst == NULL:
             raise ValueError(f"layer {i} has no running averages")
         _check(bp_net_layer(self.net, i, &spec))
-        _copy_in(dst, values, 2 * spec.units)
+        if self._f64():
+            _copy_in[double](<double *>dst, values, 2 * spec.units)
+        else:
+            _copy_in[float](<float *>dst, values, 2 * spec.units)
 
     @property
     def seed(self):
@@ -1122,24 +1169,51 @@ cdef class Net:
             n_in = spec.units
         return result
 
-    def get_params(self, float[::1] out):
-        _copy_out(out, bp_net_params_const(self.net), bp_net_n_params(self.net))
+    @property
+    def dtype(self):
+        """"float32" or "float64": the type of every array the methods take."""
+        return DTYPES[<int>bp_net_dtype(self.net)]
 
-    def set_params(self, const float[::1] values):
-        _copy_in(bp_net_params(self.net), values, bp_net_n_params(self.net))
+    cdef bint _f64(self):
+        return bp_net_dtype(self.net) == BP_DTYPE_F64
 
-    def get_grads(self, float[::1] out):
-        _copy_out(out, bp_net_grads(self.net), bp_net_n_params(self.net))
+    def get_params(self, out):
+        cdef int64_t n = bp_net_n_params(self.net)
+        if self._f64():
+            _copy_out[double](out, bp_net_params_f64(self.net), n)
+        else:
+            _copy_out[float](out, bp_net_params_const(self.net), n)
+
+    def set_params(self, values):
+        cdef int64_t n = bp_net_n_params(self.net)
+        if self._f64():
+            _copy_in[double](bp_net_params_f64(self.net), values, n)
+        else:
+            _copy_in[float](bp_net_params(self.net), values, n)
+
+    def get_grads(self, out):
+        cdef int64_t n = bp_net_n_params(self.net)
+        if self._f64():
+            _copy_out[double](out, bp_net_grads_f64(self.net), n)
+        else:
+            _copy_out[float](out, bp_net_grads(self.net), n)
 
     def grads_array(self):
-        """The gradient slab as a writable float32 NumPy array over the
-        network's own memory, without a copy; it keeps this Net alive."""
+        """The gradient slab as a writable NumPy array of the network's
+        dtype over its own memory, without a copy; it keeps this Net
+        alive."""
         import numpy
         cdef _FloatSlab slab = _FloatSlab.__new__(_FloatSlab)
         slab.owner = self
-        slab.data = bp_net_grads_mut(self.net)
         slab.shape[0] = bp_net_n_params(self.net)
-        slab.strides[0] = sizeof(float)
+        if self._f64():
+            slab.data = bp_net_grads_mut_f64(self.net)
+            slab.format = b"d"
+            slab.strides[0] = sizeof(double)
+        else:
+            slab.data = bp_net_grads_mut(self.net)
+            slab.format = b"f"
+            slab.strides[0] = sizeof(float)
         return numpy.asarray(slab)
 
     def apply_gradients(self, float lr, float momentum, bint nesterov, float l2):
@@ -1154,35 +1228,47 @@ cdef class Net:
             s = bp_net_apply_gradients(self.net, &cfg)
         _check(s)
 
-    def get_velocity(self, float[::1] out):
-        _copy_out(out, bp_net_velocity(self.net), bp_net_n_params(self.net))
+    def get_velocity(self, out):
+        self.get_state(0, out)
 
-    def set_velocity(self, const float[::1] values):
-        _copy_in(bp_net_velocity(self.net), values, bp_net_n_params(self.net))
+    def set_velocity(self, values):
+        self.set_state(0, values)
+
+    cdef void *_state(self, int i, int create) except? NULL:
+        """Optimizer state slab `i` of either dtype (NULL if absent)."""
+        cdef float *slab = NULL
+        cdef double *slab_d = NULL
+        if self._f64():
+            _check(bp_net_optimizer_state_f64(self.net, i, create, &slab_d))
+            return slab_d
+        _check(bp_net_optimizer_state(self.net, i, create, &slab))
+        return slab
 
     def has_state(self, int i):
         """Whether optimizer state slab `i` (0 or 1) exists yet."""
-        cdef float *slab = NULL
-        _check(bp_net_optimizer_state(self.net, i, 0, &slab))
-        return slab != NULL
+        return self._state(i, 0) != NULL
 
-    def get_state(self, int i, float[::1] out):
+    def get_state(self, int i, out):
         """Copies optimizer state slab `i` (zeros if it does not exist)."""
-        cdef float *slab = NULL
-        _check(bp_net_optimizer_state(self.net, i, 0, &slab))
+        cdef void *slab = self._state(i, 0)
+        cdef int64_t n = bp_net_n_params(self.net)
         if slab == NULL:
-            if out.shape[0] != bp_net_n_params(self.net):
-                raise ValueError(f"expected {bp_net_n_params(self.net)} "
-                                 f"values, got {out.shape[0]}")
+            if len(out) != n:
+                raise ValueError(f"expected {n} values, got {len(out)}")
             out[:] = 0.0
-            return
-        _copy_out(out, slab, bp_net_n_params(self.net))
+        elif self._f64():
+            _copy_out[double](out, <double *>slab, n)
+        else:
+            _copy_out[float](out, <float *>slab, n)
 
-    def set_state(self, int i, const float[::1] values):
+    def set_state(self, int i, values):
         """Writes optimizer state slab `i`, creating it if needed."""
-        cdef float *slab = NULL
-        _check(bp_net_optimizer_state(self.net, i, 1, &slab))
-        _copy_in(slab, values, bp_net_n_params(self.net))
+        cdef void *slab = self._state(i, 1)
+        cdef int64_t n = bp_net_n_params(self.net)
+        if self._f64():
+            _copy_in[double](<double *>slab, values, n)
+        else:
+            _copy_in[float](<float *>slab, values, n)
 
     @property
     def optimizer_step(self):
@@ -1207,41 +1293,27 @@ cdef class Net:
             s = bp_net_apply_update(self.net, &o, sch_p)
         _check(s)
 
-    def train_epoch_opt(self, const float[:, ::1] x, const float[:, ::1] y,
-                        const int32_t[::1] labels, int64_t batch_size,
-                        bint shuffle, uint64_t seed, uint64_t epoch,
-                        dict opt, dict sched=None,
-                        EpochMonitor monitor=None,
-                        const float[::1] weights=None):
-        """train_epoch with any optimizer and a schedule (None: constant)."""
-        cdef const float *y_p = NULL if y is None else _cf2(y)
-        cdef const int32_t *l_p = NULL if labels is None else _ci1(labels)
-        cdef const float *w_p = NULL if weights is None else _cf1(weights)
-        cdef bp_optimizer o
-        cdef bp_schedule sch
-        cdef bp_schedule *sch_p = NULL
+    cdef object _epoch(self, x, y, labels, int64_t batch_size, bint shuffle,
+                       uint64_t seed, uint64_t epoch, bp_optimizer *o,
+                       bp_schedule *sch_p, bint sgd, EpochMonitor monitor,
+                       weights):
+        """One epoch of either dtype; `sgd` marks a plain SGD epoch."""
         cdef bp_status s
         cdef bp_epoch_report report
         cdef bp_batch_hook hook = NULL
         cdef void *user = NULL
-        _to_optimizer(&o, opt)
-        if sched is not None:
-            _to_schedule(&sch, sched)
-            sch_p = &sch
         if monitor is not None:
             monitor._begin(self.net)
             hook = _monitor_hook
             user = &monitor.st
-        with nogil:
-            if w_p == NULL:
-                s = bp_net_train_epoch_opt(self.net, &o, sch_p, _cf2(x), y_p,
-                                           l_p, x.shape[0], batch_size,
-                                           shuffle, seed, epoch, hook, user,
-                                           &report)
-            else:
-                s = bp_net_train_epoch_weighted(
-                    self.net, &o, sch_p, _cf2(x), y_p, l_p, w_p, x.shape[0],
-                    batch_size, shuffle, seed, epoch, hook, user, &report)
+        if self._f64():
+            s = _epoch[double](self.net, x, y, labels, batch_size, shuffle,
+                               seed, epoch, o, sch_p, sgd, hook, user,
+                               weights, &report)
+        else:
+            s = _epoch[float](self.net, x, y, labels, batch_size, shuffle,
+                              seed, epoch, o, sch_p, sgd, hook, user,
+                              weights, &report)
         if monitor is not None:
             monitor._end(&report)
         if s == BP_STATUS_NOT_FINITE:
@@ -1251,57 +1323,56 @@ cdef class Net:
             raise monitor.pop_error()
         return report.mean_loss
 
-    def gradient(self, const float[:, ::1] x, const float[:, ::1] y,
-                 const int32_t[::1] labels, const float[::1] weights=None):
-        cdef double loss = 0.0
-        cdef const float *y_p = NULL if y is None else _cf2(y)
-        cdef const int32_t *l_p = NULL if labels is None else _ci1(labels)
-        cdef const float *w_p = NULL if weights is None else _cf1(weights)
-        cdef bp_status s
-        with nogil:
-            s = bp_net_gradient_weighted(self.net, _cf2(x), y_p, l_p, w_p,
-                                         x.shape[0], &loss)
-        _check(s)
-        return loss
+    def train_epoch_opt(self, x, y, labels, int64_t batch_size,
+                        bint shuffle, uint64_t seed, uint64_t epoch,
+                        dict opt, dict sched=None,
+                        EpochMonitor monitor=None, weights=None):
+        """train_epoch with any optimizer and a schedule (None: constant)."""
+        cdef bp_optimizer o
+        cdef bp_schedule sch
+        cdef bp_schedule *sch_p = NULL
+        _to_optimizer(&o, opt)
+        if sched is not None:
+            _to_schedule(&sch, sched)
+            sch_p = &sch
+        return self._epoch(x, y, labels, batch_size, shuffle, seed, epoch,
+                           &o, sch_p, False, monitor, weights)
 
-    def layer_output(self, int i, float[:, ::1] out):
+    def gradient(self, x, y, labels, weights=None):
+        if self._f64():
+            return _gradient[double](self.net, x, y, labels, weights)
+        return _gradient[float](self.net, x, y, labels, weights)
+
+    def layer_output(self, int i, out):
         """Copies layer i's output in the last training call's forward
         pass into `out`, shaped (rows of that call, units of layer i)."""
-        cdef const float *src = bp_net_layer_output(self.net, i, out.shape[0])
+        cdef const void *src
         cdef bp_layer_spec spec
+        cdef int64_t rows = out.shape[0]
         _check(bp_net_layer(self.net, i, &spec))
+        if self._f64():
+            src = bp_net_layer_output_f64(self.net, i, rows)
+        else:
+            src = bp_net_layer_output(self.net, i, rows)
         if src == NULL or out.shape[1] != spec.units:
-            raise ValueError(f"no output of layer {i} for {out.shape[0]} rows "
+            raise ValueError(f"no output of layer {i} for {rows} rows "
                              f"and {out.shape[1]} units")
-        memcpy(&out[0, 0], src, out.shape[0] * out.shape[1] * sizeof(float))
+        if self._f64():
+            _copy_out[double](out.reshape(-1), <const double *>src,
+                              rows * spec.units)
+        else:
+            _copy_out[float](out.reshape(-1), <const float *>src,
+                             rows * spec.units)
 
-    def train_epoch(self, const float[:, ::1] x, const float[:, ::1] y,
-                    const int32_t[::1] labels, int64_t batch_size,
+    def train_epoch(self, x, y, labels, int64_t batch_size,
                     bint shuffle, uint64_t seed, uint64_t epoch, float lr,
                     float momentum, bint nesterov, float l2,
-                    EpochMonitor monitor=None,
-                    const float[::1] weights=None):
+                    EpochMonitor monitor=None, weights=None):
         """One epoch; the mean loss of the batches trained. A monitor
         watches its batches and may end it early; an exception it caught
         is raised after the epoch, with the updates made kept. Sample
         weights, when given, scale each row's loss."""
-        cdef const float *y_p = NULL if y is None else _cf2(y)
-        cdef const int32_t *l_p = NULL if labels is None else _ci1(labels)
-        cdef const float *w_p = NULL if weights is None else _cf1(weights)
         cdef bp_optimizer o
-        cdef bp_status s
-        cdef bp_sgd_config cfg
-        cdef bp_epoch_report report
-        cdef bp_batch_hook hook = NULL
-        cdef void *user = NULL
-        cfg.lr = lr
-        cfg.momentum = momentum
-        cfg.nesterov = nesterov
-        cfg.l2 = l2
-        if monitor is not None:
-            monitor._begin(self.net)
-            hook = _monitor_hook
-            user = &monitor.st
         # SGD as a bp_optimizer gives the same updates as bp_sgd_config.
         memset(&o, 0, sizeof(bp_optimizer))
         o.kind = BP_OPTIMIZER_SGD
@@ -1309,43 +1380,133 @@ cdef class Net:
         o.momentum = momentum
         o.nesterov = nesterov
         o.weight_decay = l2
-        with nogil:
-            if w_p == NULL:
-                s = bp_net_train_epoch_ex(self.net, &cfg, _cf2(x), y_p, l_p,
-                                          x.shape[0], batch_size, shuffle,
-                                          seed, epoch, hook, user, &report)
-            else:
-                s = bp_net_train_epoch_weighted(
-                    self.net, &o, NULL, _cf2(x), y_p, l_p, w_p, x.shape[0],
-                    batch_size, shuffle, seed, epoch, hook, user, &report)
-        if monitor is not None:
-            monitor._end(&report)
-        if s == BP_STATUS_NOT_FINITE:
-            raise _divergence(&report)
-        _check(s)
-        if monitor is not None and monitor.error is not None:
-            raise monitor.pop_error()
-        return report.mean_loss
+        return self._epoch(x, y, labels, batch_size, shuffle, seed, epoch,
+                           &o, NULL, True, monitor, weights)
 
-    def predict(self, Workspace ws, float[:, ::1] out, const float[:, ::1] x):
-        cdef bp_status s
-        with nogil:
-            s = bp_net_predict(self.net, ws.ws, _f2(out), _cf2(x), x.shape[0])
-        _check(s)
+    def predict(self, Workspace ws, out, x):
+        if self._f64():
+            _predict[double](self.net, ws.ws, out, x)
+        else:
+            _predict[float](self.net, ws.ws, out, x)
 
-    def evaluate(self, Workspace ws, const float[:, ::1] x,
-                 const float[:, ::1] y, const int32_t[::1] labels,
-                 const float[::1] weights=None):
-        cdef double loss = 0.0
-        cdef const float *y_p = NULL if y is None else _cf2(y)
-        cdef const int32_t *l_p = NULL if labels is None else _ci1(labels)
-        cdef const float *w_p = NULL if weights is None else _cf1(weights)
-        cdef bp_status s
-        with nogil:
-            s = bp_net_evaluate_weighted(self.net, ws.ws, _cf2(x), y_p, l_p,
-                                         w_p, x.shape[0], &loss)
-        _check(s)
-        return loss
+    def evaluate(self, Workspace ws, x, y, labels, weights=None):
+        if self._f64():
+            return _evaluate[double](self.net, ws.ws, x, y, labels, weights)
+        return _evaluate[float](self.net, ws.ws, x, y, labels, weights)
+
+
+# The data calls of either dtype, chosen by the caller with [float] or
+# [double] after the network's dtype; every C call releases the GIL.
+
+cdef inline real *_r2(real[:, ::1] a) noexcept nogil:
+    return (&a[0, 0] if a.shape[0] > 0 and a.shape[1] > 0
+            else <real *>_empty_f64)
+
+
+cdef inline const real *_cr2(const real[:, ::1] a) noexcept nogil:
+    """NULL for None, else the data (a dummy when empty)."""
+    if a is None:
+        return NULL
+    return (&a[0, 0] if a.shape[0] > 0 and a.shape[1] > 0
+            else <const real *>_empty_f64)
+
+
+cdef inline const real *_cr1(const real[::1] a) noexcept nogil:
+    """NULL for None, else the data (a dummy when empty)."""
+    if a is None:
+        return NULL
+    return &a[0] if a.shape[0] > 0 else <const real *>_empty_f64
+
+
+cdef inline const int32_t *_labels(const int32_t[::1] a) noexcept nogil:
+    return NULL if a is None else _ci1(a)
+
+
+cdef bp_status _epoch(bp_net *net, const real[:, ::1] x,
+                      const real[:, ::1] y, const int32_t[::1] labels,
+                      int64_t batch_size, bint shuffle, uint64_t seed,
+                      uint64_t epoch, bp_optimizer *o, bp_schedule *sch_p,
+                      bint sgd, bp_batch_hook hook, void *user,
+                      const real[::1] weights,
+                      bp_epoch_report *report) except *:
+    """One epoch; a plain SGD epoch (`sgd`) without weights of a float32
+    network runs through bp_net_train_epoch_ex."""
+    cdef const real *y_p = _cr2(y)
+    cdef const int32_t *l_p = _labels(labels)
+    cdef const real *w_p = _cr1(weights)
+    cdef bp_sgd_config cfg
+    cdef bp_status s
+    cfg.lr = o.lr
+    cfg.momentum = o.momentum
+    cfg.nesterov = o.nesterov
+    cfg.l2 = o.weight_decay
+    with nogil:
+        if real is double:
+            s = bp_net_train_epoch_f64(net, o, sch_p, _cr2(x), y_p, l_p, w_p,
+                                       x.shape[0], batch_size, shuffle, seed,
+                                       epoch, hook, user, report)
+        elif w_p != NULL:
+            s = bp_net_train_epoch_weighted(
+                net, o, sch_p, _cr2(x), y_p, l_p, w_p, x.shape[0],
+                batch_size, shuffle, seed, epoch, hook, user, report)
+        elif sgd:
+            s = bp_net_train_epoch_ex(net, &cfg, _cr2(x), y_p, l_p,
+                                      x.shape[0], batch_size, shuffle, seed,
+                                      epoch, hook, user, report)
+        else:
+            s = bp_net_train_epoch_opt(net, o, sch_p, _cr2(x), y_p, l_p,
+                                       x.shape[0], batch_size, shuffle, seed,
+                                       epoch, hook, user, report)
+    return s
+
+
+cdef double _gradient(bp_net *net, const real[:, ::1] x,
+                      const real[:, ::1] y, const int32_t[::1] labels,
+                      const real[::1] weights) except? -1:
+    cdef double loss = 0.0
+    cdef const real *y_p = _cr2(y)
+    cdef const int32_t *l_p = _labels(labels)
+    cdef const real *w_p = _cr1(weights)
+    cdef bp_status s
+    with nogil:
+        if real is double:
+            s = bp_net_gradient_f64(net, _cr2(x), y_p, l_p, w_p, x.shape[0],
+                                    &loss)
+        else:
+            s = bp_net_gradient_weighted(net, _cr2(x), y_p, l_p, w_p,
+                                         x.shape[0], &loss)
+    _check(s)
+    return loss
+
+
+cdef int _predict(bp_net *net, bp_workspace *ws, real[:, ::1] out,
+                  const real[:, ::1] x) except -1:
+    cdef bp_status s
+    with nogil:
+        if real is double:
+            s = bp_net_predict_f64(net, ws, _r2(out), _cr2(x), x.shape[0])
+        else:
+            s = bp_net_predict(net, ws, _r2(out), _cr2(x), x.shape[0])
+    return _check(s)
+
+
+cdef double _evaluate(bp_net *net, bp_workspace *ws, const real[:, ::1] x,
+                      const real[:, ::1] y, const int32_t[::1] labels,
+                      const real[::1] weights) except? -1:
+    cdef double loss = 0.0
+    cdef const real *y_p = _cr2(y)
+    cdef const int32_t *l_p = _labels(labels)
+    cdef const real *w_p = _cr1(weights)
+    cdef bp_status s
+    with nogil:
+        if real is double:
+            s = bp_net_evaluate_f64(net, ws, _cr2(x), y_p, l_p, w_p,
+                                    x.shape[0], &loss)
+        else:
+            s = bp_net_evaluate_weighted(net, ws, _cr2(x), y_p, l_p, w_p,
+                                         x.shape[0], &loss)
+    _check(s)
+    return loss
 
 
 # ---------------------------------------------------------------------------

@@ -45,6 +45,10 @@ cdef extern from "bprop.h" nogil:
                        const float *b, int64_t ldb, bp_trans trans_a,
                        bp_trans trans_b, float alpha, float beta, int64_t m,
                        int64_t n, int64_t k)
+    bp_status bp_dgemm(double *c, int64_t ldc, const double *a, int64_t lda,
+                       const double *b, int64_t ldb, bp_trans trans_a,
+                       bp_trans trans_b, double alpha, double beta,
+                       int64_t m, int64_t n, int64_t k)
 
     # Kernels: activations
     ctypedef enum bp_activation:
@@ -246,8 +250,27 @@ cdef extern from "bprop.h" nogil:
     bp_status bp_net_create_ex(bp_net **out, int64_t n_inputs,
                                const bp_layer_spec *layers, int n_layers,
                                const bp_loss_config *loss)
+
+    ctypedef enum bp_dtype:
+        BP_DTYPE_F32
+        BP_DTYPE_F64
+
+    const char *bp_dtype_name(bp_dtype dtype)
+    bp_status bp_net_create_dtype(bp_net **out, int64_t n_inputs,
+                                  const bp_layer_spec *layers, int n_layers,
+                                  const bp_loss_config *loss, bp_dtype dtype)
+    bp_dtype bp_net_dtype(const bp_net *net)
+    const double *bp_net_layer_output_f64(const bp_net *net, int i,
+                                          int64_t rows)
+    double *bp_net_params_f64(bp_net *net)
+    const double *bp_net_grads_f64(const bp_net *net)
+    double *bp_net_grads_mut_f64(bp_net *net)
+    double *bp_net_velocity_f64(bp_net *net)
+    bp_status bp_net_optimizer_state_f64(bp_net *net, int i, int create,
+                                         double **slab)
     bp_status bp_net_init(bp_net *net, bp_init init, uint64_t seed)
     float *bp_net_running_stats(bp_net *net, int i)
+    double *bp_net_running_stats_f64(bp_net *net, int i)
     uint64_t bp_net_seed(const bp_net *net)
     bp_status bp_net_set_seed(bp_net *net, uint64_t seed)
     bp_status bp_net_init_layer(bp_net *net, int i, bp_init init, float bias,
@@ -301,6 +324,8 @@ cdef extern from "bprop.h" nogil:
         const float *outputs
         const float *y
         const int32_t *labels
+        const double *outputs_f64
+        const double *y_f64
 
     ctypedef int (*bp_batch_hook)(void *user,
                                   const bp_batch_info *info) noexcept nogil
@@ -345,6 +370,23 @@ cdef extern from "bprop.h" nogil:
     void bp_workspace_free(bp_workspace *ws)
     bp_status bp_net_predict(const bp_net *net, bp_workspace *ws,
                              float *out, const float *x, int64_t n)
+    bp_status bp_net_predict_f64(const bp_net *net, bp_workspace *ws,
+                                 double *out, const double *x, int64_t n)
+    bp_status bp_net_evaluate_f64(const bp_net *net, bp_workspace *ws,
+                                  const double *x, const double *y,
+                                  const int32_t *labels,
+                                  const double *weights, int64_t n,
+                                  double *loss)
+    bp_status bp_net_gradient_f64(bp_net *net, const double *x,
+                                  const double *y, const int32_t *labels,
+                                  const double *weights, int64_t batch,
+                                  double *loss)
+    bp_status bp_net_train_epoch_f64(
+        bp_net *net, const bp_optimizer *opt, const bp_schedule *sched,
+        const double *x, const double *y, const int32_t *labels,
+        const double *weights, int64_t n, int64_t batch_size, int shuffle,
+        uint64_t seed, uint64_t epoch, bp_batch_hook hook, void *user,
+        bp_epoch_report *report)
     bp_status bp_net_evaluate(const bp_net *net, bp_workspace *ws,
                               const float *x, const float *y,
                               const int32_t *labels, int64_t n,

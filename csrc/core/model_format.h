@@ -44,7 +44,8 @@
 #define BP_TAG_END "END "
 
 /* Codes stored in the file, fixed by the format. */
-#define BP_DTYPE_FLOAT32 1u
+#define BP_DTYPE_FLOAT32 1u  /* PARM and OPTM slabs of 4-byte floats */
+#define BP_DTYPE_FLOAT64 2u  /* PARM and OPTM slabs of 8-byte doubles */
 #define BP_LAYER_DENSE 1u  /* a layer's code is its bp_layer_kind plus 1 */
 #define BP_LAYER_CODE_LAST 4u
 

@@ -419,7 +419,8 @@ static bp_status bp_read_net_more(const bp_source *src, bp_reader *r,
 static bp_status bp_read_specs(const bp_source *src, bp_reader r,
                                bp_loss_config *cfg, int64_t *n_inputs,
                                bp_layer_spec **layers, int *n_layers,
-                               float **class_weights, uint64_t *seed)
+                               float **class_weights, uint64_t *seed,
+                               bp_dtype *net_dtype)
 {
     uint32_t loss_code = 0;
 
@@ -431,9 +432,11 @@ static bp_status bp_read_specs(const bp_source *src, bp_reader r,
         !bp_get_u64(&r, &inputs) || !bp_get_u32(&r, &count) ||
         !bp_get_u32(&r, &reserved))
         return bp_bad(src, "is corrupt: section NETW is too short");
-    if (dtype != BP_DTYPE_FLOAT32)
+    if (dtype != BP_DTYPE_FLOAT32 && dtype != BP_DTYPE_FLOAT64)
         return bp_bad(src, "stores parameters of dtype %u; this bprop "
-                      "reads float32 (dtype 1) only", (unsigned)dtype);
+                      "reads float32 (dtype 1) and float64 (dtype 2) only",
+                      (unsigned)dtype);
+    *net_dtype = dtype == BP_DTYPE_FLOAT64 ? BP_DTYPE_F64 : BP_DTYPE_F32;
     if (bp_loss_name((bp_loss)loss_code) == NULL)
         return bp_bad(src, "is corrupt: its loss code %u is unknown",
                       (unsigned)loss_code);
@@ -480,24 +483,29 @@ static bp_status bp_read_specs(const bp_source *src, bp_reader r,
 }
 
 /*
- * Reads the n_params floats that follow a count in `r` into `dst`; they
- * must all be finite. `what` names them in messages.
+ * Reads the n_params values of `dtype` (floats or doubles) that follow
+ * a count in `r` into `dst`; they must all be finite. `what` names them
+ * in messages.
  */
 static bp_status bp_read_slab(const bp_source *src, bp_reader *r,
                               const char *section, const char *what,
-                              float *dst, int64_t n_params)
+                              void *dst, int64_t n_params, bp_dtype dtype)
 {
+    int f64 = dtype == BP_DTYPE_F64;
     uint64_t count;
 
     if (!bp_get_u64(r, &count) || count != (uint64_t)n_params)
         return bp_bad(src, "is corrupt: section %s holds %s for a "
                       "different network", section, what);
-    if (bp_left(r) / 4 < (uint64_t)n_params)
+    if (bp_left(r) / (f64 ? 8 : 4) < (uint64_t)n_params)
         return bp_bad(src, "is corrupt: section %s is too short for its "
                       "%lld %s", section, (long long)n_params, what);
-    bp_get_floats(r, dst, n_params);
+    if (f64)
+        bp_get_doubles(r, dst, n_params);
+    else
+        bp_get_floats(r, dst, n_params);
     for (int64_t i = 0; i < n_params; i++)
-        if (!isfinite(dst[i]))
+        if (!isfinite(f64 ? ((double *)dst)[i] : ((float *)dst)[i]))
             return bp_bad(src, "is corrupt: value %lld of its %s is not "
                           "finite", (long long)i, what);
     return BP_STATUS_OK;
@@ -506,11 +514,17 @@ static bp_status bp_read_slab(const bp_source *src, bp_reader *r,
 /* Zeroes the places of the biases of layers that have none. */
 static void bp_zero_absent_biases(bp_net *net)
 {
-    for (int i = 0; i < net->n_layers; i++)
-        if (net->layers[i].no_bias &&
-            net->layers[i].kind != BP_LAYER_KIND_DROPOUT)
-            memset(net->params + net->b_offset[i], 0,
-                   (size_t)net->layers[i].units * sizeof(float));
+    for (int i = 0; i < net->n_layers; i++) {
+        int64_t b = net->b_offset[i], units = net->layers[i].units;
+
+        if (!net->layers[i].no_bias ||
+            net->layers[i].kind == BP_LAYER_KIND_DROPOUT)
+            continue;
+        if (net->dtype == BP_DTYPE_F64)
+            memset(net->params_d + b, 0, (size_t)units * sizeof(double));
+        else
+            memset(net->params + b, 0, (size_t)units * sizeof(float));
+    }
 }
 
 /*
@@ -528,16 +542,16 @@ static bp_status bp_read_running(const bp_source *src, bp_reader r,
     if (net->n_running == 0)
         return bp_bad(src, "is corrupt: it has a NORM section but its "
                       "network has no batch norm layer");
-    BP_TRY(bp_read_slab(src, &r, "NORM", "running averages", net->running,
-                        net->n_running));
+    BP_TRY(bp_read_slab(src, &r, "NORM", "running averages",
+                        net->dtype == BP_DTYPE_F64 ? (void *)net->running_d
+                                                   : (void *)net->running,
+                        net->n_running, net->dtype));
     for (int i = 0; i < net->n_layers; i++) {
-        const float *var = bp_net_running_stats(net, i);
+        int64_t at = net->s_offset[i], units = net->layers[i].units;
 
-        if (var == NULL)
-            continue;
-        var += net->layers[i].units;
-        for (int64_t k = 0; k < net->layers[i].units; k++)
-            if (var[k] < 0.0f)
+        for (int64_t k = 0; at >= 0 && k < units; k++)
+            if ((net->running_d != NULL ? net->running_d[at + units + k]
+                                        : net->running[at + units + k]) < 0)
                 return bp_bad(src, "is corrupt: layer %d's running "
                               "variance %lld is negative", i, (long long)k);
     }
@@ -554,10 +568,12 @@ static bp_status bp_read_net(const bp_source *src, const bp_sections *s,
     int64_t n_inputs = 0;
     int n_layers = 0;
     uint64_t seed = 0;
+    bp_dtype dtype = BP_DTYPE_F32;
 
     *out = NULL;
     bp_status st = bp_read_specs(src, s->sec[BP_SEC_NET], &loss, &n_inputs,
-                                 &layers, &n_layers, &class_weights, &seed);
+                                 &layers, &n_layers, &class_weights, &seed,
+                                 &dtype);
 
     /* Size the parameters against PARM before allocating them. */
     bp_reader params = s->sec[BP_SEC_PARAMS];
@@ -565,13 +581,16 @@ static bp_status bp_read_net(const bp_source *src, const bp_sections *s,
     if (st == BP_STATUS_OK) {
         n_params = bp_count_params(n_inputs, layers, n_layers);
         if (n_params < 0 || params.n < 8 ||
-            (params.n - 8) / 4 < (uint64_t)n_params)
+            (params.n - 8) / (dtype == BP_DTYPE_F64 ? 8 : 4) <
+                (uint64_t)n_params)
             st = bp_bad(src, "is corrupt: section PARM is too short for "
                         "the network in NETW");
     }
     if (st == BP_STATUS_OK) {
-        st = bp_net_create_ex(out, n_inputs, layers, n_layers, &loss);
-        if (st == BP_STATUS_INVALID_ARGUMENT) {
+        st = bp_net_create_dtype(out, n_inputs, layers, n_layers, &loss,
+                                 dtype);
+        if (st == BP_STATUS_INVALID_ARGUMENT ||
+            st == BP_STATUS_UNSUPPORTED) {
             char why[512];
 
             snprintf(why, sizeof why, "%s", bp_last_error());
@@ -583,7 +602,9 @@ static bp_status bp_read_net(const bp_source *src, const bp_sections *s,
     free(class_weights);
     if (st == BP_STATUS_OK)
         st = bp_read_slab(src, &params, "PARM", "parameters",
-                          (*out)->params, n_params);
+                          dtype == BP_DTYPE_F64 ? (void *)(*out)->params_d
+                                                : (void *)(*out)->params,
+                          n_params, dtype);
     if (st == BP_STATUS_OK) {
         bp_zero_absent_biases(*out);
         (*out)->seed = seed;
@@ -651,7 +672,9 @@ static bp_status bp_read_optimizer_more(const bp_source *src, bp_reader *r,
     uint32_t pad, flags;
     uint64_t step;
 
-    if ((net->n_params % 2 != 0 && !bp_get_u32(r, &pad)) ||
+    /* A float slab of odd length is padded to 8 bytes; doubles are not. */
+    if ((net->dtype == BP_DTYPE_F32 && net->n_params % 2 != 0 &&
+         !bp_get_u32(r, &pad)) ||
         !bp_get_f32(r, &o->beta1) || !bp_get_f32(r, &o->beta2) ||
         !bp_get_f32(r, &o->eps) || !bp_get_f32(r, &o->rho) ||
         !bp_get_f32(r, &o->clip_norm) || !bp_get_f32(r, &o->clip_value) ||
@@ -679,7 +702,9 @@ static bp_status bp_read_optimizer_more(const bp_source *src, bp_reader *r,
     }
     BP_TRY(bp_net_reserve_squares(src->fn, net));
     return bp_read_slab(src, r, "OPTM", "second-moment buffers",
-                        net->squares, net->n_params);
+                        net->dtype == BP_DTYPE_F64 ? (void *)net->squares_d
+                                                   : (void *)net->squares,
+                        net->n_params, net->dtype);
 }
 
 /*
@@ -707,8 +732,10 @@ static bp_status bp_read_optimizer(const bp_source *src, bp_reader r,
                       "settings");
     o.kind = (bp_optimizer_kind)(code - BP_OPTIMIZER_CODE_FIRST);
     o.nesterov = (int)nesterov;
-    BP_TRY(bp_read_slab(src, &r, "OPTM", "momentum buffers", net->velocity,
-                        net->n_params));
+    BP_TRY(bp_read_slab(src, &r, "OPTM", "momentum buffers",
+                        net->dtype == BP_DTYPE_F64 ? (void *)net->velocity_d
+                                                   : (void *)net->velocity,
+                        net->n_params, net->dtype));
 
     *has_step = bp_left(&r) > 0;
     if (*has_step) {

@@ -85,6 +85,21 @@ static void bp_put_doubles(bp_writer *w, const double *x, int64_t n)
         bp_put_u64(w, bp_f64_bits(x[i]));
 }
 
+/*
+ * n values of the network's slab `slab` (params, velocity or squares of
+ * its dtype; NULL writes zeros) from `at`: floats or doubles.
+ */
+static void bp_put_slab(bp_writer *w, const bp_net *net, const void *slab,
+                        int64_t at, int64_t n)
+{
+    if (net->dtype == BP_DTYPE_F64 && slab != NULL)
+        bp_put_doubles(w, (const double *)slab + at, n);
+    else if (slab != NULL)
+        bp_put_floats(w, (const float *)slab + at, n);
+    else
+        bp_put_zeros(w, net->dtype == BP_DTYPE_F64 ? 2 * n : n);
+}
+
 /* A string as its length (u32) and its bytes, without the NUL. */
 static void bp_put_text(bp_writer *w, const char *text)
 {
@@ -119,7 +134,8 @@ static void bp_write_net(bp_writer *w, const bp_net *net)
 {
     size_t at = bp_section_begin(w, BP_TAG_NET, BP_SECTION_REQUIRED);
 
-    bp_put_u32(w, BP_DTYPE_FLOAT32);
+    bp_put_u32(w, net->dtype == BP_DTYPE_F64 ? BP_DTYPE_FLOAT64
+                                             : BP_DTYPE_FLOAT32);
     bp_put_u32(w, (uint32_t)net->loss);
     bp_put_u64(w, (uint64_t)net->n_inputs);
     bp_put_u32(w, (uint32_t)net->n_layers);
@@ -162,15 +178,15 @@ static void bp_write_net(bp_writer *w, const bp_net *net)
     at = bp_section_begin(w, BP_TAG_PARAMS, BP_SECTION_REQUIRED);
     bp_put_u64(w, (uint64_t)net->n_params);
     for (int i = 0; i < net->n_layers; i++) {
-        int64_t units = net->layers[i].units;
-        const float *b = bp_net_layer_bias(net, net->params, i);
+        const void *params = net->dtype == BP_DTYPE_F64
+                                 ? (const void *)net->params_d
+                                 : (const void *)net->params;
 
-        bp_put_floats(w, net->params + net->w_offset[i],
-                      bp_net_layer_n_weights(net, i));
-        if (b != NULL)
-            bp_put_floats(w, b, units);
-        else if (net->layers[i].kind != BP_LAYER_KIND_DROPOUT)
-            bp_put_zeros(w, units);
+        bp_put_slab(w, net, params, net->w_offset[i],
+                    bp_net_layer_n_weights(net, i));
+        if (net->layers[i].kind != BP_LAYER_KIND_DROPOUT)
+            bp_put_slab(w, net, net->layers[i].no_bias ? NULL : params,
+                        net->b_offset[i], net->layers[i].units);
     }
     bp_section_end(w, at);
 
@@ -179,7 +195,10 @@ static void bp_write_net(bp_writer *w, const bp_net *net)
     if (net->n_running > 0) {
         at = bp_section_begin(w, BP_TAG_RUNNING, BP_SECTION_REQUIRED);
         bp_put_u64(w, (uint64_t)net->n_running);
-        bp_put_floats(w, net->running, net->n_running);
+        if (net->dtype == BP_DTYPE_F64)
+            bp_put_doubles(w, net->running_d, net->n_running);
+        else
+            bp_put_floats(w, net->running, net->n_running);
         bp_section_end(w, at);
     }
 }
@@ -241,6 +260,7 @@ static void bp_write_optimizer(bp_writer *w, const bp_net *net,
     const bp_optimizer *o = &ex->opt;
     size_t at = bp_section_begin(w, BP_TAG_OPTIMIZER, 0);
     int64_t n_second = bp_optimizer_uses_second(o) ? net->n_params : 0;
+    int f64 = net->dtype == BP_DTYPE_F64;
 
     bp_put_u32(w, (uint32_t)o->kind + BP_OPTIMIZER_CODE_FIRST);
     bp_put_u32(w, o->nesterov ? 1u : 0u);
@@ -249,8 +269,10 @@ static void bp_write_optimizer(bp_writer *w, const bp_net *net,
     bp_put_f32(w, o->weight_decay);
     bp_put_u32(w, 0);
     bp_put_u64(w, (uint64_t)net->n_params);
-    bp_put_floats(w, net->velocity, net->n_params);
-    if (net->n_params % 2 != 0)
+    bp_put_slab(w, net, f64 ? (const void *)net->velocity_d
+                            : (const void *)net->velocity,
+                0, net->n_params);
+    if (!f64 && net->n_params % 2 != 0)
         bp_put_u32(w, 0);
 
     bp_put_f32(w, o->beta1);
@@ -264,12 +286,9 @@ static void bp_write_optimizer(bp_writer *w, const bp_net *net,
     bp_put_u64(w, net->step);
     bp_write_schedule(w, &ex->sched);
     bp_put_u64(w, (uint64_t)n_second);
-    if (net->squares != NULL) {
-        bp_put_floats(w, net->squares, n_second);
-    } else {
-        for (int64_t i = 0; i < n_second; i++)
-            bp_put_u32(w, 0);
-    }
+    bp_put_slab(w, net, f64 ? (const void *)net->squares_d
+                            : (const void *)net->squares,
+                0, n_second);
     bp_section_end(w, at);
 }
 
@@ -339,12 +358,22 @@ static void bp_write_model(bp_writer *w, const bp_net *net,
     }
 }
 
-/* Index of the first value that is NaN or infinite, or -1. */
-static int64_t bp_first_nonfinite(const float *x, int64_t n)
+/*
+ * Index of the first value of slab k (0 params, 2 velocity, 3 squares,
+ * of the network's dtype) that is NaN or infinite, or -1; *value is it.
+ */
+static int64_t bp_first_nonfinite(const bp_net *net, int k, double *value)
 {
-    for (int64_t i = 0; i < n; i++)
-        if (!isfinite(x[i]))
+    const float *x = k == 0 ? net->params : k == 2 ? net->velocity
+                                                   : net->squares;
+    const double *xd = k == 0 ? net->params_d : k == 2 ? net->velocity_d
+                                                       : net->squares_d;
+
+    for (int64_t i = 0; (x != NULL || xd != NULL) && i < net->n_params; i++) {
+        *value = xd != NULL ? xd[i] : (double)x[i];
+        if (!isfinite(*value))
             return i;
+    }
     return -1;
 }
 
@@ -354,30 +383,28 @@ static bp_status bp_save_check(const char *fn, const bp_net *net,
 {
     BP_REQUIRE_PTR(fn, net);
 
-    int64_t bad = bp_first_nonfinite(net->params, net->n_params);
+    double value = 0.0;
+    int64_t bad = bp_first_nonfinite(net, 0, &value);
     if (bad >= 0)
         return bp_fail(BP_STATUS_INVALID_ARGUMENT,
                        "%s: parameter %lld is %g; only finite parameters "
-                       "can be saved", fn, (long long)bad,
-                       (double)net->params[bad]);
+                       "can be saved", fn, (long long)bad, value);
     if (ex == NULL)
         return BP_STATUS_OK;
 
     int64_t n_out = bp_net_n_outputs(net);
     if (ex->has_optimizer) {
-        bad = bp_first_nonfinite(net->velocity, net->n_params);
+        bad = bp_first_nonfinite(net, 2, &value);
         if (bad >= 0)
             return bp_fail(BP_STATUS_INVALID_ARGUMENT,
                            "%s: momentum buffer %lld is %g; only finite "
-                           "values can be saved", fn, (long long)bad,
-                           (double)net->velocity[bad]);
-        if (net->squares != NULL)
-            bad = bp_first_nonfinite(net->squares, net->n_params);
+                           "values can be saved", fn, (long long)bad, value);
+        bad = bp_first_nonfinite(net, 3, &value);
         if (bad >= 0)
             return bp_fail(BP_STATUS_INVALID_ARGUMENT,
                            "%s: second-moment buffer %lld is %g; only "
                            "finite values can be saved", fn,
-                           (long long)bad, (double)net->squares[bad]);
+                           (long long)bad, value);
     }
     if (ex->n_labels > 0 && ex->n_labels != n_out &&
         !(n_out == 1 && ex->n_labels == 2))

@@ -11,6 +11,11 @@
  *   initialiser and its position, and one layer can be re-drawn alone.
  * - The loss options and class weights are copied in, resolved, so the
  *   network never points at the caller's memory.
+ * - A float64 network keeps the same layout in double slabs (params_d
+ *   and the others) and leaves the float ones NULL, so a float getter
+ *   on it gives NULL rather than memory of the wrong type. Its weights
+ *   are drawn as float and widened: both dtypes start from one set of
+ *   values.
  */
 #include "core/net.h"
 
@@ -18,6 +23,7 @@
 #include "core/memory.h"
 #include "core/rng.h"
 #include "kernels/activation.h"
+#include "kernels/f64/kernels_f64.h"
 #include "kernels/loss.h"
 
 #include <math.h>
@@ -269,29 +275,40 @@ static bp_status bp_net_layout(const char *fn, bp_net *net)
 
 /* Allocates everything but the training buffers; NULL on failure. */
 static bp_net *bp_net_alloc(int n_layers, int64_t n_params,
-                            int64_t n_running)
+                            int64_t n_running, bp_dtype dtype)
 {
     bp_net *net = calloc(1, sizeof *net);
-    size_t bytes = (size_t)n_params * sizeof(float);
+    int f64 = dtype == BP_DTYPE_F64;
+    size_t bytes = (size_t)n_params * (f64 ? sizeof(double) : sizeof(float));
+    int slabs = 1;
 
     if (net == NULL)
         return NULL;
+    net->dtype = dtype;
     net->layers = calloc((size_t)n_layers, sizeof *net->layers);
     net->w_offset = calloc((size_t)n_layers, sizeof *net->w_offset);
     net->b_offset = calloc((size_t)n_layers, sizeof *net->b_offset);
     net->s_offset = calloc((size_t)n_layers, sizeof *net->s_offset);
-    if (n_params > 0) {
+    if (n_params > 0 && f64) {
+        net->params_d = bp_calloc(bytes);
+        net->grads_d = bp_calloc(bytes);
+        net->velocity_d = bp_calloc(bytes);
+        slabs = net->params_d != NULL && net->grads_d != NULL &&
+                net->velocity_d != NULL;
+    } else if (n_params > 0) {
         net->params = bp_calloc(bytes);
         net->grads = bp_calloc(bytes);
         net->velocity = bp_calloc(bytes);
+        slabs = net->params != NULL && net->grads != NULL &&
+                net->velocity != NULL;
     }
-    if (n_running > 0)
+    if (n_running > 0 && f64)
+        net->running_d = bp_calloc((size_t)n_running * sizeof(double));
+    else if (n_running > 0)
         net->running = bp_calloc((size_t)n_running * sizeof(float));
     if (net->layers == NULL || net->w_offset == NULL ||
-        net->b_offset == NULL || net->s_offset == NULL ||
-        (n_params > 0 && (net->params == NULL || net->grads == NULL ||
-                          net->velocity == NULL)) ||
-        (n_running > 0 && net->running == NULL)) {
+        net->b_offset == NULL || net->s_offset == NULL || !slabs ||
+        (n_running > 0 && net->running == NULL && net->running_d == NULL)) {
         bp_net_free(net);
         return NULL;
     }
@@ -328,20 +345,42 @@ static void bp_net_reset_running(bp_net *net)
         if (net->s_offset[i] < 0)
             continue;
 
-        int64_t units = net->layers[i].units;
-        float *stats = net->running + net->s_offset[i];
-        for (int64_t k = 0; k < units; k++) {
-            stats[k] = 0.0f;
-            stats[units + k] = 1.0f;
-        }
+        int64_t units = net->layers[i].units, at = net->s_offset[i];
+
+        for (int64_t k = at; k < at + 2 * units && net->running_d; k++)
+            net->running_d[k] = k < at + units ? 0.0 : 1.0;
+        for (int64_t k = at; k < at + 2 * units && net->running; k++)
+            net->running[k] = k < at + units ? 0.0f : 1.0f;
     }
 }
 
-/* bp_net_create_ex reporting errors as `fn`. */
+const char *bp_dtype_name(bp_dtype dtype)
+{
+    switch (dtype) {
+    case BP_DTYPE_F32:
+        return "float32";
+    case BP_DTYPE_F64:
+        return "float64";
+    }
+    return NULL;
+}
+
+/* Checks a dtype. */
+static bp_status bp_dtype_check(const char *fn, bp_dtype dtype)
+{
+    if (bp_dtype_name(dtype) == NULL)
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "%s: argument 'dtype' is %d, which is not a "
+                       "bp_dtype", fn, (int)dtype);
+    return BP_STATUS_OK;
+}
+
+/* bp_net_create_dtype reporting errors as `fn`. */
 static bp_status bp_net_create_named(const char *fn, bp_net **out,
                                      int64_t n_inputs,
                                      const bp_layer_spec *layers,
-                                     int n_layers, const bp_loss_config *loss)
+                                     int n_layers, const bp_loss_config *loss,
+                                     bp_dtype dtype)
 {
     bp_loss_config cfg;
     bp_layer_spec *specs;
@@ -351,8 +390,12 @@ static bp_status bp_net_create_named(const char *fn, bp_net **out,
     BP_REQUIRE_PTR(fn, loss);
     BP_TRY(bp_net_check_spec(fn, n_inputs, layers, n_layers, loss->kind,
                              &specs));
-    bp_status st = bp_loss_config_resolve(fn, loss, specs[n_layers - 1].units,
-                                          &cfg);
+    bp_status st = bp_dtype_check(fn, dtype);
+    if (st != BP_STATUS_OK) {
+        free(specs);
+        return st;
+    }
+    st = bp_loss_config_resolve(fn, loss, specs[n_layers - 1].units, &cfg);
 
     /* Lay the slabs out in a stack copy first, to size them. */
     bp_net shape = {.n_inputs = n_inputs, .n_layers = n_layers,
@@ -375,7 +418,8 @@ static bp_status bp_net_create_named(const char *fn, bp_net **out,
 
     bp_net *net = NULL;
     if (st == BP_STATUS_OK) {
-        net = bp_net_alloc(n_layers, shape.n_params, shape.n_running);
+        net = bp_net_alloc(n_layers, shape.n_params, shape.n_running,
+                           dtype);
         if (net == NULL)
             st = bp_fail(BP_STATUS_OUT_OF_MEMORY,
                          "%s: cannot allocate a network of %lld "
@@ -406,7 +450,7 @@ bp_status bp_net_create(bp_net **out, int64_t n_inputs,
     bp_loss_config cfg = {.kind = loss};
 
     return bp_net_create_named("bp_net_create", out, n_inputs, layers,
-                               n_layers, &cfg);
+                               n_layers, &cfg, BP_DTYPE_F32);
 }
 
 bp_status bp_net_create_ex(bp_net **out, int64_t n_inputs,
@@ -414,7 +458,31 @@ bp_status bp_net_create_ex(bp_net **out, int64_t n_inputs,
                            const bp_loss_config *loss)
 {
     return bp_net_create_named("bp_net_create_ex", out, n_inputs, layers,
-                               n_layers, loss);
+                               n_layers, loss, BP_DTYPE_F32);
+}
+
+bp_status bp_net_create_dtype(bp_net **out, int64_t n_inputs,
+                              const bp_layer_spec *layers, int n_layers,
+                              const bp_loss_config *loss, bp_dtype dtype)
+{
+    return bp_net_create_named("bp_net_create_dtype", out, n_inputs, layers,
+                               n_layers, loss, dtype);
+}
+
+bp_dtype bp_net_dtype(const bp_net *net)
+{
+    return net != NULL ? net->dtype : BP_DTYPE_F32;
+}
+
+bp_status bp_net_check_dtype(const char *fn, const bp_net *net,
+                             bp_dtype want, const char *twin)
+{
+    if (net->dtype == want)
+        return BP_STATUS_OK;
+    return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                   "%s: the network is %s and this call takes %s data; use "
+                   "%s", fn, bp_dtype_name(net->dtype), bp_dtype_name(want),
+                   twin);
 }
 
 void bp_train_buffers_free(bp_train_buffers *t)
@@ -429,7 +497,32 @@ void bp_train_buffers_free(bp_train_buffers *t)
     bp_free(t->pre);
     bp_free(t->norm);
     bp_free(t->order);
+    bp_free(t->acts_d);
+    bp_free(t->delta_d[0]);
+    bp_free(t->delta_d[1]);
+    bp_free(t->x_d);
+    bp_free(t->y_d);
+    bp_free(t->weights_d);
+    bp_free(t->pre_d);
+    bp_free(t->norm_d);
     memset(t, 0, sizeof *t);
+}
+
+/* Slab k of either dtype: parameters, gradients, velocity, squares. */
+static void *bp_slab(const bp_net *net, int k)
+{
+    int f64 = net->dtype == BP_DTYPE_F64;
+
+    switch (k) {
+    case 0:
+        return f64 ? (void *)net->params_d : (void *)net->params;
+    case 1:
+        return f64 ? (void *)net->grads_d : (void *)net->grads;
+    case 2:
+        return f64 ? (void *)net->velocity_d : (void *)net->velocity;
+    default:
+        return f64 ? (void *)net->squares_d : (void *)net->squares;
+    }
 }
 
 void bp_net_free(bp_net *net)
@@ -441,7 +534,12 @@ void bp_net_free(bp_net *net)
     bp_free(net->grads);
     bp_free(net->velocity);
     bp_free(net->squares);
+    bp_free(net->params_d);
+    bp_free(net->grads_d);
+    bp_free(net->velocity_d);
+    bp_free(net->squares_d);
     bp_free(net->running);
+    bp_free(net->running_d);
     free(net->layers);
     free(net->w_offset);
     free(net->b_offset);
@@ -459,23 +557,28 @@ bp_status bp_net_clone(bp_net **out, const bp_net *net)
     BP_REQUIRE_PTR(fn, net);
 
     bp_net *copy;
-    BP_TRY(bp_net_create_ex(&copy, net->n_inputs, net->layers,
-                            net->n_layers, &net->loss_cfg));
+    BP_TRY(bp_net_create_dtype(&copy, net->n_inputs, net->layers,
+                               net->n_layers, &net->loss_cfg, net->dtype));
 
-    size_t bytes = (size_t)net->n_params * sizeof(float);
-    memcpy(copy->params, net->params, bytes);
-    memcpy(copy->grads, net->grads, bytes);
-    memcpy(copy->velocity, net->velocity, bytes);
-    if (net->squares != NULL) {
+    size_t bytes = (size_t)net->n_params * bp_net_elem_size(net);
+    if (net->n_params > 0) {
+        memcpy(bp_slab(copy, 0), bp_slab(net, 0), bytes);
+        memcpy(bp_slab(copy, 1), bp_slab(net, 1), bytes);
+        memcpy(bp_slab(copy, 2), bp_slab(net, 2), bytes);
+    }
+    if (bp_slab(net, 3) != NULL) {
         bp_status st = bp_net_reserve_squares(fn, copy);
 
         if (st != BP_STATUS_OK) {
             bp_net_free(copy);
             return st;
         }
-        memcpy(copy->squares, net->squares, bytes);
+        memcpy(bp_slab(copy, 3), bp_slab(net, 3), bytes);
     }
-    if (net->n_running > 0)
+    if (net->n_running > 0 && net->running_d != NULL)
+        memcpy(copy->running_d, net->running_d,
+               (size_t)net->n_running * sizeof(double));
+    else if (net->n_running > 0)
         memcpy(copy->running, net->running,
                (size_t)net->n_running * sizeof(float));
     copy->step = net->step;
@@ -528,20 +631,31 @@ static int bp_relu_like(bp_activation act)
  * limit is sqrt(3 gain / fan), which gives it the variance of its normal
  * twin.
  */
+/*
+ * Sets parameter `at` to the float `value`, widened for a float64
+ * network, so that both dtypes start from the same values.
+ */
+static void bp_param_set(bp_net *net, int64_t at, float value)
+{
+    if (net->dtype == BP_DTYPE_F64)
+        net->params_d[at] = value;
+    else
+        net->params[at] = value;
+}
+
 static void bp_init_weights(bp_net *net, bp_init init, int i, uint64_t seed)
 {
+    int64_t w = net->w_offset[i];
+
     if (net->layers[i].kind != BP_LAYER_KIND_DENSE) {
         /* A normalisation starts as the identity: gamma 1 (beta 0). */
-        float *gamma = net->params + net->w_offset[i];
-
         for (int64_t k = 0; k < bp_net_layer_n_weights(net, i); k++)
-            gamma[k] = 1.0f;
+            bp_param_set(net, w + k, 1.0f);
         return;
     }
 
     double fan_in = (double)bp_net_layer_inputs(net, i);
     double fan_out = (double)net->layers[i].units;
-    float *w = net->params + net->w_offset[i];
     int64_t count = bp_net_layer_inputs(net, i) * net->layers[i].units;
     double gain = 2.0, fan = fan_in;
     int normal = 0;
@@ -577,13 +691,13 @@ static void bp_init_weights(bp_net *net, bp_init init, int i, uint64_t seed)
         float std = (float)sqrt(gain / fan);
 
         for (int64_t k = 0; k < count; k++)
-            w[k] = std * bp_rng_normal(&rng);
+            bp_param_set(net, w + k, std * bp_rng_normal(&rng));
         return;
     }
 
     float limit = (float)sqrt(3.0 * gain / fan);
     for (int64_t k = 0; k < count; k++)
-        w[k] = bp_rng_symmetric(&rng, limit);
+        bp_param_set(net, w + k, bp_rng_symmetric(&rng, limit));
 }
 
 /* Checks an initialiser argument. */
@@ -603,12 +717,10 @@ bp_status bp_net_init(bp_net *net, bp_init init, uint64_t seed)
     BP_REQUIRE_PTR(fn, net);
     BP_TRY(bp_init_check(fn, init));
 
-    size_t bytes = (size_t)net->n_params * sizeof(float);
-    memset(net->params, 0, bytes);
-    memset(net->grads, 0, bytes);
-    memset(net->velocity, 0, bytes);
-    if (net->squares != NULL)
-        memset(net->squares, 0, bytes);
+    size_t bytes = (size_t)net->n_params * bp_net_elem_size(net);
+    for (int k = 0; k < 4 && bytes > 0; k++)
+        if (bp_slab(net, k) != NULL)
+            memset(bp_slab(net, k), 0, bytes);
     net->step = 0;
     net->seed = seed;
     bp_net_reset_running(net);
@@ -636,10 +748,9 @@ bp_status bp_net_init_layer(bp_net *net, int i, bp_init init, float bias,
 
     bp_init_weights(net, init, i, seed);
 
-    float *b = bp_net_layer_bias(net, net->params, i);
-    if (b != NULL)
+    if (!net->layers[i].no_bias)
         for (int64_t k = 0; k < net->layers[i].units; k++)
-            b[k] = bias;
+            bp_param_set(net, net->b_offset[i] + k, bias);
     return BP_STATUS_OK;
 }
 
@@ -694,15 +805,52 @@ float *bp_net_velocity(bp_net *net)
     return net != NULL ? net->velocity : NULL;
 }
 
+double *bp_net_params_f64(bp_net *net)
+{
+    return net != NULL ? net->params_d : NULL;
+}
+
+const double *bp_net_grads_f64(const bp_net *net)
+{
+    return net != NULL ? net->grads_d : NULL;
+}
+
+double *bp_net_grads_mut_f64(bp_net *net)
+{
+    return net != NULL ? net->grads_d : NULL;
+}
+
+double *bp_net_velocity_f64(bp_net *net)
+{
+    return net != NULL ? net->velocity_d : NULL;
+}
+
 bp_status bp_net_reserve_squares(const char *fn, bp_net *net)
 {
-    if (net->squares != NULL || net->n_params == 0)
+    if (bp_slab(net, 3) != NULL || net->n_params == 0)
         return BP_STATUS_OK;
-    net->squares = bp_calloc((size_t)net->n_params * sizeof(float));
-    if (net->squares == NULL)
+    if (net->dtype == BP_DTYPE_F64)
+        net->squares_d = bp_calloc((size_t)net->n_params * sizeof(double));
+    else
+        net->squares = bp_calloc((size_t)net->n_params * sizeof(float));
+    if (bp_slab(net, 3) == NULL)
         return bp_fail(BP_STATUS_OUT_OF_MEMORY,
                        "%s: cannot allocate the optimizer state of %lld "
                        "parameters", fn, (long long)net->n_params);
+    return BP_STATUS_OK;
+}
+
+/* Optimizer state slab i of either dtype, created if asked. */
+static bp_status bp_state_slab(const char *fn, bp_net *net, int i,
+                               int create, void **slab)
+{
+    if (i != 0 && i != 1)
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "%s: argument 'i' is %d; the slabs are 0 and 1", fn,
+                       i);
+    if (i == 1 && create)
+        BP_TRY(bp_net_reserve_squares(fn, net));
+    *slab = bp_slab(net, i == 0 ? 2 : 3);
     return BP_STATUS_OK;
 }
 
@@ -710,16 +858,29 @@ bp_status bp_net_optimizer_state(bp_net *net, int i, int create,
                                  float **slab)
 {
     static const char fn[] = "bp_net_optimizer_state";
+    void *found = NULL;
 
     BP_REQUIRE_PTR(fn, net);
     BP_REQUIRE_PTR(fn, slab);
-    if (i != 0 && i != 1)
-        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
-                       "%s: argument 'i' is %d; the slabs are 0 and 1", fn,
-                       i);
-    if (i == 1 && create)
-        BP_TRY(bp_net_reserve_squares(fn, net));
-    *slab = i == 0 ? net->velocity : net->squares;
+    BP_TRY(bp_net_check_dtype(fn, net, BP_DTYPE_F32,
+                              "bp_net_optimizer_state_f64"));
+    BP_TRY(bp_state_slab(fn, net, i, create, &found));
+    *slab = found;
+    return BP_STATUS_OK;
+}
+
+bp_status bp_net_optimizer_state_f64(bp_net *net, int i, int create,
+                                     double **slab)
+{
+    static const char fn[] = "bp_net_optimizer_state_f64";
+    void *found = NULL;
+
+    BP_REQUIRE_PTR(fn, net);
+    BP_REQUIRE_PTR(fn, slab);
+    BP_TRY(bp_net_check_dtype(fn, net, BP_DTYPE_F64,
+                              "bp_net_optimizer_state"));
+    BP_TRY(bp_state_slab(fn, net, i, create, &found));
+    *slab = found;
     return BP_STATUS_OK;
 }
 
@@ -767,7 +928,7 @@ bp_status bp_net_layer_offsets(const bp_net *net, int i, int64_t *w_offset,
 }
 
 bp_status bp_net_check_targets(const char *fn, const bp_net *net,
-                               const float *y, const int32_t *labels,
+                               const void *y, const int32_t *labels,
                                int64_t n)
 {
     int64_t n_out = bp_net_n_outputs(net);
@@ -784,6 +945,14 @@ bp_status bp_net_check_targets(const char *fn, const bp_net *net,
                        "%s: argument 'y' is NULL; the %s loss needs float "
                        "targets", fn, bp_loss_name(net->loss));
     return bp_check_shape(fn, "n", n, "outputs", n_out);
+}
+
+bp_status bp_net_check_weights(const char *fn, bp_dtype dtype,
+                               const void *weights, int64_t n)
+{
+    if (dtype == BP_DTYPE_F64)
+        return bp_weights_check_f64(fn, weights, n);
+    return bp_weights_check(fn, weights, n);
 }
 
 bp_status bp_net_loss_weighted(const bp_net *net, double *loss, float *grad,
@@ -824,9 +993,18 @@ int bp_net_keeps_pre(const bp_net *net)
 
 float *bp_net_running_stats(bp_net *net, int i)
 {
-    if (net == NULL || i < 0 || i >= net->n_layers || net->s_offset[i] < 0)
+    if (net == NULL || net->running == NULL || i < 0 || i >= net->n_layers ||
+        net->s_offset[i] < 0)
         return NULL;
     return net->running + net->s_offset[i];
+}
+
+double *bp_net_running_stats_f64(bp_net *net, int i)
+{
+    if (net == NULL || net->running_d == NULL || i < 0 ||
+        i >= net->n_layers || net->s_offset[i] < 0)
+        return NULL;
+    return net->running_d + net->s_offset[i];
 }
 
 uint64_t bp_net_seed(const bp_net *net)

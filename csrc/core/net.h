@@ -31,6 +31,15 @@ typedef struct bp_train_buffers {
                          1 / sqrt(var + eps), at twice its acts offset
                          divided by B */
     int64_t *order;   /* n: the epoch's shuffled row order */
+    /* A float64 network's buffers, laid out as their float twins above,
+       which it leaves NULL. */
+    double *acts_d;
+    double *delta_d[2];
+    double *x_d;
+    double *y_d;
+    double *weights_d;
+    double *pre_d;
+    double *norm_d;
 } bp_train_buffers;
 
 /* Frees the training buffers and zeroes their sizes. */
@@ -61,14 +70,53 @@ struct bp_net {
     float *squares;         /* n_params or NULL: second optimizer slab */
     uint64_t step;          /* optimizer updates made */
     bp_train_buffers train;
+    bp_dtype dtype;
+    /* A float64 network's slabs, laid out as their float twins above,
+       which it leaves NULL. */
+    double *params_d;
+    double *grads_d;
+    double *velocity_d;
+    double *squares_d;
+    double *running_d;
 };
 
 /* Inference scratch: two B x W buffers the layers write in turn. */
 struct bp_workspace {
     int64_t max_batch;
     int64_t width;
+    bp_dtype dtype;
     float *buf[2];
+    double *buf_d[2];  /* a float64 network's, instead of buf */
 };
+
+/*
+ * Fails naming `fn` unless the network has dtype `want`; `twin` names
+ * the call that takes the other dtype's data.
+ */
+bp_status bp_net_check_dtype(const char *fn, const bp_net *net,
+                             bp_dtype want, const char *twin);
+
+/* The bytes of one element of the network's dtype. */
+static inline size_t bp_net_elem_size(const bp_net *net)
+{
+    return net->dtype == BP_DTYPE_F64 ? sizeof(double) : sizeof(float);
+}
+
+/*
+ * The float64 twins of the training and inference paths (train_f64.c,
+ * predict_f64.c), with arguments checked by their callers.
+ *   x  B x I   y  B x O or labels  B   weights  B or NULL  (IN)
+ */
+bp_status bp_net_backprop_f64(bp_net *net, const double *x, const double *y,
+                              const int32_t *labels, const double *weights,
+                              int64_t batch, double *loss);
+
+/* One update of a float64 network from its gradient slab (update.c). */
+void bp_net_update_f64(bp_net *net, const bp_optimizer *opt,
+                       const bp_schedule *sched);
+
+/* The first layer of a float64 network whose kept output is not finite. */
+int bp_first_bad_layer_f64(const bp_net *net, int64_t batch);
 
 /* Inputs of layer i: the network's inputs or the previous layer's units. */
 static inline int64_t bp_net_layer_inputs(const bp_net *net, int i)
@@ -150,8 +198,15 @@ int bp_net_keeps_pre(const bp_net *net);
  * takes float probabilities in y when labels is NULL.
  */
 bp_status bp_net_check_targets(const char *fn, const bp_net *net,
-                               const float *y, const int32_t *labels,
+                               const void *y, const int32_t *labels,
                                int64_t n);
+
+/*
+ * Checks sample weights of `dtype` (floats or doubles): finite and >= 0;
+ * NULL passes.
+ */
+bp_status bp_net_check_weights(const char *fn, bp_dtype dtype,
+                               const void *weights, int64_t n);
 
 /*
  * Allocates the zeroed second optimizer slab if it does not exist yet;

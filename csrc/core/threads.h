@@ -43,6 +43,7 @@ int bp_thread_index(void);
 /* Per-thread scratch buffers, one per slot, so that nested users differ. */
 typedef enum bp_scratch_slot {
     BP_SCRATCH_GEMM = 0, /* the GEMM driver's packed panels */
+    BP_SCRATCH_DGEMM,    /* the double GEMM's transposed panels */
     BP_SCRATCH_SLOTS
 } bp_scratch_slot;
 

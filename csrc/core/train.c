@@ -21,6 +21,10 @@
  *   1 / sqrt(var + eps) in a 2U buffer; layer norm recomputes its row
  *   statistics from the kept input in the backward pass.
  * - Biases are exempt from the L2 penalty.
+ * - The checks, the epoch loop and the gathering of batches serve float32
+ *   and float64 networks alike, moving rows as bytes of the network's
+ *   element size; only the forward and backward pass (train_f64.c for
+ *   float64) and the update (update.c) differ by dtype.
  * - An optional hook runs after each batch, so a caller can watch an
  *   epoch or end it early (batch callbacks, Ctrl-C) while the epoch
  *   stays one call. The check for a non-finite loss costs nothing per
@@ -32,6 +36,7 @@
 #include "core/check.h"
 #include "core/memory.h"
 #include "core/rng.h"
+#include "kernels/f64/kernels_f64.h"
 #include "kernels/loss.h"
 #include "kernels/norm.h"
 #include "kernels/sgd.h"
@@ -68,24 +73,32 @@ static bp_status bp_train_reserve(const char *fn, bp_net *net, int64_t batch)
 
     int64_t old = t->batch;
     int64_t n_out = bp_net_n_outputs(net);
-    int ok = bp_grow((void **)&t->acts, old * net->sum_units,
-                     batch * net->sum_units, sizeof(float)) &&
-             bp_grow((void **)&t->delta[0], old * net->max_units,
-                     batch * net->max_units, sizeof(float)) &&
-             bp_grow((void **)&t->delta[1], old * net->max_units,
-                     batch * net->max_units, sizeof(float)) &&
-             bp_grow((void **)&t->x, old * net->n_inputs,
-                     batch * net->n_inputs, sizeof(float)) &&
-             bp_grow((void **)&t->y, old * n_out, batch * n_out,
-                     sizeof(float)) &&
+    int f64 = net->dtype == BP_DTYPE_F64;
+    size_t size = bp_net_elem_size(net);
+    void **acts = f64 ? (void **)&t->acts_d : (void **)&t->acts;
+    void **delta0 = f64 ? (void **)&t->delta_d[0] : (void **)&t->delta[0];
+    void **delta1 = f64 ? (void **)&t->delta_d[1] : (void **)&t->delta[1];
+    void **x = f64 ? (void **)&t->x_d : (void **)&t->x;
+    void **y = f64 ? (void **)&t->y_d : (void **)&t->y;
+    void **weights = f64 ? (void **)&t->weights_d : (void **)&t->weights;
+    void **pre = f64 ? (void **)&t->pre_d : (void **)&t->pre;
+    int ok = bp_grow(acts, old * net->sum_units, batch * net->sum_units,
+                     size) &&
+             bp_grow(delta0, old * net->max_units, batch * net->max_units,
+                     size) &&
+             bp_grow(delta1, old * net->max_units, batch * net->max_units,
+                     size) &&
+             bp_grow(x, old * net->n_inputs, batch * net->n_inputs, size) &&
+             bp_grow(y, old * n_out, batch * n_out, size) &&
              bp_grow((void **)&t->labels, old, batch, sizeof(int32_t)) &&
-             bp_grow((void **)&t->weights, old, batch, sizeof(float));
+             bp_grow(weights, old, batch, size);
     if (ok && bp_net_keeps_pre(net))
-        ok = bp_grow((void **)&t->pre, old * net->sum_units,
-                     batch * net->sum_units, sizeof(float));
+        ok = bp_grow(pre, old * net->sum_units, batch * net->sum_units,
+                     size);
     if (ok && net->n_running > 0)
-        ok = bp_grow((void **)&t->norm, old > 0 ? 2 * net->sum_units : 0,
-                     2 * net->sum_units, sizeof(float));
+        ok = bp_grow(f64 ? (void **)&t->norm_d : (void **)&t->norm,
+                     old > 0 ? 2 * net->sum_units : 0, 2 * net->sum_units,
+                     size);
     if (!ok) {
         /* Some buffers grew and some did not; forget the size they share. */
         bp_train_buffers_free(t);
@@ -280,12 +293,19 @@ static bp_status bp_batch_norm_rows(const char *fn, const bp_net *net,
                    "%lld", fn, (long long)batch);
 }
 
-/* Checks what bp_net_gradient and bp_net_train_batch share. */
-static bp_status bp_batch_check(const char *fn, bp_net *net, const float *x,
-                                const float *y, const int32_t *labels,
-                                int64_t batch)
+/*
+ * Checks what bp_net_gradient and bp_net_train_batch share, and their
+ * float64 twin, whose name is `twin` in the float calls and NULL in
+ * itself.
+ */
+static bp_status bp_batch_check(const char *fn, const char *twin,
+                                bp_net *net, const void *x, const void *y,
+                                const int32_t *labels, int64_t batch)
 {
     BP_REQUIRE_PTR(fn, net);
+    BP_TRY(bp_net_check_dtype(fn, net,
+                              twin != NULL ? BP_DTYPE_F32 : BP_DTYPE_F64,
+                              twin != NULL ? twin : "bp_net_gradient"));
     if (batch < 1)
         return bp_fail(BP_STATUS_INVALID_ARGUMENT,
                        "%s: argument 'batch' is %lld; it must be >= 1", fn,
@@ -297,11 +317,26 @@ static bp_status bp_batch_check(const char *fn, bp_net *net, const float *x,
     return bp_train_reserve(fn, net, batch);
 }
 
+/* The float64 calls to name when a float call gets a float64 network. */
+#define BP_F64_GRADIENT "bp_net_gradient_f64"
+#define BP_F64_EPOCH "bp_net_train_epoch_f64"
+
 /* Nonzero when all n values are finite. */
 static int bp_all_finite(const float *v, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         if (!isfinite(v[i]))
+            return 0;
+    return 1;
+}
+
+/* Nonzero when the n parameters from `at` are finite, in either dtype. */
+static int bp_params_finite(const bp_net *net, int64_t at, int64_t n)
+{
+    if (net->dtype == BP_DTYPE_F32)
+        return bp_all_finite(net->params + at, n);
+    for (int64_t i = at; i < at + n; i++)
+        if (!isfinite(net->params_d[i]))
             return 0;
     return 1;
 }
@@ -314,6 +349,9 @@ static int bp_all_finite(const float *v, int64_t n)
 static int bp_first_bad_layer(const bp_net *net, int64_t batch)
 {
     const float *out = net->train.acts;
+
+    if (net->dtype == BP_DTYPE_F64)
+        return bp_first_bad_layer_f64(net, batch);
 
     for (int l = 0; l < net->n_layers; l++) {
         int64_t count = batch * net->layers[l].units;
@@ -339,8 +377,8 @@ static bp_status bp_not_finite(const char *fn, const bp_net *net,
                           ? 0
                           : net->layers[layer].units;
         int64_t n_w = bp_net_layer_n_weights(net, layer);
-        int bad = !bp_all_finite(net->params + net->w_offset[layer], n_w) ||
-                  !bp_all_finite(net->params + net->b_offset[layer], n_b);
+        int bad = !bp_params_finite(net, net->w_offset[layer], n_w) ||
+                  !bp_params_finite(net, net->b_offset[layer], n_b);
 
         snprintf(where, sizeof where,
                  "; layer %d of %d is the first whose output is NaN or "
@@ -353,14 +391,26 @@ static bp_status bp_not_finite(const char *fn, const bp_net *net,
                    where);
 }
 
-bp_status bp_net_gradient(bp_net *net, const float *x, const float *y,
-                          const int32_t *labels, int64_t batch, double *loss)
+/*
+ * bp_net_gradient_weighted and its float64 twin, reporting errors as
+ * `fn`; x, y and weights hold values of `dtype`.
+ */
+static bp_status bp_gradient(const char *fn, bp_dtype dtype, bp_net *net,
+                             const void *x, const void *y,
+                             const int32_t *labels, const void *weights,
+                             int64_t batch, double *loss)
 {
-    static const char fn[] = "bp_net_gradient";
     double value = 0.0;
+    bp_status st;
 
-    BP_TRY(bp_batch_check(fn, net, x, y, labels, batch));
-    bp_status st = bp_net_backprop(net, x, y, labels, batch, &value);
+    BP_TRY(bp_batch_check(fn, dtype == BP_DTYPE_F32 ? BP_F64_GRADIENT : NULL,
+                          net, x, y, labels, batch));
+    BP_TRY(bp_net_check_weights(fn, dtype, weights, batch));
+    if (dtype == BP_DTYPE_F64)
+        st = bp_net_backprop_f64(net, x, y, labels, weights, batch, &value);
+    else
+        st = bp_net_backprop_weighted(net, x, y, labels, weights, batch,
+                                      &value);
     if (st == BP_STATUS_NOT_FINITE)
         st = bp_not_finite(fn, net, "the batch", value,
                            bp_first_bad_layer(net, batch));
@@ -369,17 +419,42 @@ bp_status bp_net_gradient(bp_net *net, const float *x, const float *y,
     return st;
 }
 
+bp_status bp_net_gradient(bp_net *net, const float *x, const float *y,
+                          const int32_t *labels, int64_t batch, double *loss)
+{
+    return bp_gradient("bp_net_gradient", BP_DTYPE_F32, net, x, y, labels,
+                       NULL, batch, loss);
+}
+
+/*
+ * Where layer i's output for `rows` rows starts in the kept outputs of a
+ * network of `dtype`; -1 when the network, i or rows do not fit.
+ */
+static int64_t bp_layer_output_at(const bp_net *net, bp_dtype dtype, int i,
+                                  int64_t rows)
+{
+    int64_t at = 0;
+
+    if (net == NULL || net->dtype != dtype || i < 0 || i >= net->n_layers ||
+        rows < 1 || rows > net->train.batch)
+        return -1;
+    for (int l = 0; l < i; l++)
+        at += rows * net->layers[l].units;
+    return at;
+}
+
 const float *bp_net_layer_output(const bp_net *net, int i, int64_t rows)
 {
-    if (net == NULL || i < 0 || i >= net->n_layers || rows < 1 ||
-        rows > net->train.batch)
-        return NULL;
+    int64_t at = bp_layer_output_at(net, BP_DTYPE_F32, i, rows);
 
-    const float *out = net->train.acts;
+    return at < 0 ? NULL : net->train.acts + at;
+}
 
-    for (int l = 0; l < i; l++)
-        out += rows * net->layers[l].units;
-    return out;
+const double *bp_net_layer_output_f64(const bp_net *net, int i, int64_t rows)
+{
+    int64_t at = bp_layer_output_at(net, BP_DTYPE_F64, i, rows);
+
+    return at < 0 ? NULL : net->train.acts_d + at;
 }
 
 bp_status bp_net_train_batch(bp_net *net, const bp_sgd_config *sgd,
@@ -391,7 +466,7 @@ bp_status bp_net_train_batch(bp_net *net, const bp_sgd_config *sgd,
     double value = 0.0;
 
     BP_TRY(bp_sgd_check(fn, sgd));
-    BP_TRY(bp_batch_check(fn, net, x, y, labels, batch));
+    BP_TRY(bp_batch_check(fn, BP_F64_GRADIENT, net, x, y, labels, batch));
     bp_status st = bp_net_backprop(net, x, y, labels, batch, &value);
     if (loss != NULL)
         *loss = value;
@@ -411,7 +486,7 @@ bp_status bp_net_train_batch_opt(bp_net *net, const bp_optimizer *opt,
     static const char fn[] = "bp_net_train_batch_opt";
     double value = 0.0;
 
-    BP_TRY(bp_batch_check(fn, net, x, y, labels, batch));
+    BP_TRY(bp_batch_check(fn, BP_F64_GRADIENT, net, x, y, labels, batch));
     BP_TRY(bp_net_prepare_update(fn, net, opt, sched));
     bp_status st = bp_net_backprop(net, x, y, labels, batch, &value);
     if (loss != NULL)
@@ -456,24 +531,29 @@ static bp_status bp_order_reserve(const char *fn, bp_net *net, int64_t n)
  * weights (if any) into the buffers.
  */
 static void bp_gather(bp_net *net, const int64_t *order, int64_t rows,
-                      const float *x, const float *y, const int32_t *labels,
-                      const float *weights)
+                      const void *x, const void *y, const int32_t *labels,
+                      const void *weights)
 {
     bp_train_buffers *t = &net->train;
-    int64_t n_in = net->n_inputs, n_out = bp_net_n_outputs(net);
-    size_t in_bytes = (size_t)n_in * sizeof(float);
-    size_t out_bytes = (size_t)n_out * sizeof(float);
+    int f64 = net->dtype == BP_DTYPE_F64;
+    size_t size = bp_net_elem_size(net);
+    size_t in_bytes = (size_t)net->n_inputs * size;
+    size_t out_bytes = (size_t)bp_net_n_outputs(net) * size;
+    char *tx = f64 ? (char *)t->x_d : (char *)t->x;
+    char *ty = f64 ? (char *)t->y_d : (char *)t->y;
+    char *tw = f64 ? (char *)t->weights_d : (char *)t->weights;
 
     for (int64_t r = 0; r < rows; r++) {
-        int64_t i = order[r];
+        size_t i = (size_t)order[r];
 
-        memcpy(t->x + r * n_in, x + i * n_in, in_bytes);
+        memcpy(tx + r * in_bytes, (const char *)x + i * in_bytes, in_bytes);
         if (labels != NULL)
             t->labels[r] = labels[i];
         else
-            memcpy(t->y + r * n_out, y + i * n_out, out_bytes);
+            memcpy(ty + r * out_bytes, (const char *)y + i * out_bytes,
+                   out_bytes);
         if (weights != NULL)
-            t->weights[r] = weights[i];
+            memcpy(tw + r * size, (const char *)weights + i * size, size);
     }
 }
 
@@ -499,21 +579,25 @@ bp_status bp_shuffle_order(int64_t *order, int64_t n, uint64_t seed,
  * epoch ends. The SGD calls pass `sgd`, checked here as before, and
  * opt == NULL.
  */
-static bp_status bp_train_epoch(const char *fn, bp_net *net,
-                                const bp_sgd_config *sgd,
+static bp_status bp_train_epoch(const char *fn, bp_dtype dtype,
+                                bp_net *net, const bp_sgd_config *sgd,
                                 const bp_optimizer *opt,
-                                const bp_schedule *sched, const float *x,
-                                const float *y, const int32_t *labels,
-                                const float *weights, int64_t n,
+                                const bp_schedule *sched, const void *x,
+                                const void *y, const int32_t *labels,
+                                const void *weights, int64_t n,
                                 int64_t batch_size, int shuffle,
                                 uint64_t seed, uint64_t epoch,
                                 bp_batch_hook hook, void *user,
                                 bp_epoch_report *report)
 {
     bp_optimizer from_sgd;
+    int f64 = dtype == BP_DTYPE_F64;
 
     *report = (bp_epoch_report){0.0, 0, 0, 0, -1};
     BP_REQUIRE_PTR(fn, net);
+    BP_TRY(bp_net_check_dtype(fn, net, dtype,
+                              f64 ? "bp_net_train_epoch_weighted"
+                                  : BP_F64_EPOCH));
     if (opt == NULL) {
         BP_TRY(bp_sgd_check(fn, sgd));
         from_sgd = bp_sgd_optimizer(sgd);
@@ -536,7 +620,7 @@ static bp_status bp_train_epoch(const char *fn, bp_net *net,
     else if (labels != NULL)
         y = NULL;
     BP_TRY(bp_net_check_targets(fn, net, y, labels, n));
-    BP_TRY(bp_weights_check(fn, weights, n));
+    BP_TRY(bp_net_check_weights(fn, dtype, weights, n));
     if (batch_size > n)
         batch_size = n;
     /* A last batch of one row is kept: it leaves the running averages
@@ -549,6 +633,7 @@ static bp_status bp_train_epoch(const char *fn, bp_net *net,
     int64_t *order = net->train.order;
     int64_t n_out = bp_net_n_outputs(net);
     int64_t n_batches = (n + batch_size - 1) / batch_size;
+    size_t size = bp_net_elem_size(net);
     double total = 0.0;
 
     if (shuffle) {
@@ -559,21 +644,33 @@ static bp_status bp_train_epoch(const char *fn, bp_net *net,
     for (int64_t b = 0; b < n_batches; b++) {
         int64_t start = b * batch_size;
         int64_t rows = n - start < batch_size ? n - start : batch_size;
-        const float *bx = x + start * net->n_inputs;
-        const float *by = y != NULL ? y + start * n_out : NULL;
+        const char *bx = (const char *)x + start * net->n_inputs * size;
+        const char *by = y != NULL ? (const char *)y + start * n_out * size
+                                   : NULL;
         const int32_t *bl = labels != NULL ? labels + start : NULL;
-        const float *bw = weights != NULL ? weights + start : NULL;
+        const char *bw = weights != NULL ? (const char *)weights + start * size
+                                         : NULL;
+        bp_train_buffers *t = &net->train;
         double loss = 0.0;
+        bp_status st;
 
         if (shuffle) {
             bp_gather(net, order + start, rows, x, y, labels, weights);
-            bx = net->train.x;
-            by = y != NULL ? net->train.y : NULL;
-            bl = labels != NULL ? net->train.labels : NULL;
-            bw = weights != NULL ? net->train.weights : NULL;
+            bx = f64 ? (const char *)t->x_d : (const char *)t->x;
+            by = y == NULL ? NULL : f64 ? (const char *)t->y_d
+                                        : (const char *)t->y;
+            bl = labels != NULL ? t->labels : NULL;
+            bw = weights == NULL ? NULL : f64 ? (const char *)t->weights_d
+                                              : (const char *)t->weights;
         }
-        bp_status st = bp_net_backprop_weighted(net, bx, by, bl, bw, rows,
-                                                &loss);
+        if (f64)
+            st = bp_net_backprop_f64(net, (const double *)bx,
+                                     (const double *)by, bl,
+                                     (const double *)bw, rows, &loss);
+        else
+            st = bp_net_backprop_weighted(net, (const float *)bx,
+                                          (const float *)by, bl,
+                                          (const float *)bw, rows, &loss);
         if (st == BP_STATUS_NOT_FINITE) {
             char what[128];
 
@@ -594,10 +691,17 @@ static bp_status bp_train_epoch(const char *fn, bp_net *net,
 
         /* The last layer's output is the last block of the activations. */
         if (hook != NULL) {
-            const bp_batch_info info = {
-                b, start, rows, loss,
-                net->train.acts + rows * (net->sum_units - n_out), by, bl};
+            int64_t last = rows * (net->sum_units - n_out);
+            bp_batch_info info = {b, start, rows, loss, NULL, NULL, bl,
+                                  NULL, NULL};
 
+            if (f64) {
+                info.outputs_f64 = t->acts_d + last;
+                info.y_f64 = (const double *)by;
+            } else {
+                info.outputs = t->acts + last;
+                info.y = (const float *)by;
+            }
             if (hook(user, &info)) {
                 report->stopped = b + 1 < n_batches;
                 break;
@@ -605,6 +709,34 @@ static bp_status bp_train_epoch(const char *fn, bp_net *net,
         }
     }
     return BP_STATUS_OK;
+}
+
+/*
+ * The epoch of the calls that take a bp_optimizer, which must not be
+ * NULL; `report` may be.
+ */
+static bp_status bp_train_epoch_opt(const char *fn, bp_dtype dtype,
+                                    bp_net *net, const bp_optimizer *opt,
+                                    const bp_schedule *sched, const void *x,
+                                    const void *y, const int32_t *labels,
+                                    const void *weights, int64_t n,
+                                    int64_t batch_size, int shuffle,
+                                    uint64_t seed, uint64_t epoch,
+                                    bp_batch_hook hook, void *user,
+                                    bp_epoch_report *report)
+{
+    bp_epoch_report ignored;
+
+    if (report == NULL)
+        report = &ignored;
+    if (opt == NULL) {
+        *report = (bp_epoch_report){0.0, 0, 0, 0, -1};
+        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
+                       "%s: argument 'opt' is NULL", fn);
+    }
+    return bp_train_epoch(fn, dtype, net, NULL, opt, sched, x, y, labels,
+                          weights, n, batch_size, shuffle, seed, epoch, hook,
+                          user, report);
 }
 
 bp_status bp_net_train_epoch_ex(bp_net *net, const bp_sgd_config *sgd,
@@ -617,9 +749,9 @@ bp_status bp_net_train_epoch_ex(bp_net *net, const bp_sgd_config *sgd,
 {
     bp_epoch_report ignored;
 
-    return bp_train_epoch("bp_net_train_epoch_ex", net, sgd, NULL, NULL, x,
-                          y, labels, NULL, n, batch_size, shuffle, seed,
-                          epoch, hook, user,
+    return bp_train_epoch("bp_net_train_epoch_ex", BP_DTYPE_F32, net, sgd,
+                          NULL, NULL, x, y, labels, NULL, n, batch_size,
+                          shuffle, seed, epoch, hook, user,
                           report != NULL ? report : &ignored);
 }
 
@@ -631,19 +763,9 @@ bp_status bp_net_train_epoch_opt(bp_net *net, const bp_optimizer *opt,
                                  bp_batch_hook hook, void *user,
                                  bp_epoch_report *report)
 {
-    static const char fn[] = "bp_net_train_epoch_opt";
-    bp_epoch_report ignored;
-
-    if (report == NULL)
-        report = &ignored;
-    if (opt == NULL) {
-        *report = (bp_epoch_report){0.0, 0, 0, 0, -1};
-        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
-                       "%s: argument 'opt' is NULL", fn);
-    }
-    return bp_train_epoch(fn, net, NULL, opt, sched, x, y, labels, NULL, n,
-                          batch_size, shuffle, seed, epoch, hook, user,
-                          report);
+    return bp_train_epoch_opt("bp_net_train_epoch_opt", BP_DTYPE_F32, net,
+                              opt, sched, x, y, labels, NULL, n, batch_size,
+                              shuffle, seed, epoch, hook, user, report);
 }
 
 bp_status bp_net_train_epoch(bp_net *net, const bp_sgd_config *sgd,
@@ -653,9 +775,10 @@ bp_status bp_net_train_epoch(bp_net *net, const bp_sgd_config *sgd,
                              uint64_t epoch, double *mean_loss)
 {
     bp_epoch_report report;
-    bp_status st = bp_train_epoch("bp_net_train_epoch", net, sgd, NULL,
-                                  NULL, x, y, labels, NULL, n, batch_size,
-                                  shuffle, seed, epoch, NULL, NULL, &report);
+    bp_status st = bp_train_epoch("bp_net_train_epoch", BP_DTYPE_F32, net,
+                                  sgd, NULL, NULL, x, y, labels, NULL, n,
+                                  batch_size, shuffle, seed, epoch, NULL,
+                                  NULL, &report);
 
     if (mean_loss != NULL &&
         (st == BP_STATUS_OK || st == BP_STATUS_NOT_FINITE))
@@ -673,19 +796,10 @@ bp_status bp_net_train_epoch_weighted(bp_net *net, const bp_optimizer *opt,
                                       bp_batch_hook hook, void *user,
                                       bp_epoch_report *report)
 {
-    static const char fn[] = "bp_net_train_epoch_weighted";
-    bp_epoch_report ignored;
-
-    if (report == NULL)
-        report = &ignored;
-    if (opt == NULL) {
-        *report = (bp_epoch_report){0.0, 0, 0, 0, -1};
-        return bp_fail(BP_STATUS_INVALID_ARGUMENT,
-                       "%s: argument 'opt' is NULL", fn);
-    }
-    return bp_train_epoch(fn, net, NULL, opt, sched, x, y, labels, weights,
-                          n, batch_size, shuffle, seed, epoch, hook, user,
-                          report);
+    return bp_train_epoch_opt("bp_net_train_epoch_weighted", BP_DTYPE_F32,
+                              net, opt, sched, x, y, labels, weights, n,
+                              batch_size, shuffle, seed, epoch, hook, user,
+                              report);
 }
 
 bp_status bp_net_gradient_weighted(bp_net *net, const float *x,
@@ -693,17 +807,29 @@ bp_status bp_net_gradient_weighted(bp_net *net, const float *x,
                                    const float *weights, int64_t batch,
                                    double *loss)
 {
-    static const char fn[] = "bp_net_gradient_weighted";
-    double value = 0.0;
+    return bp_gradient("bp_net_gradient_weighted", BP_DTYPE_F32, net, x, y,
+                       labels, weights, batch, loss);
+}
 
-    BP_TRY(bp_batch_check(fn, net, x, y, labels, batch));
-    BP_TRY(bp_weights_check(fn, weights, batch));
-    bp_status st = bp_net_backprop_weighted(net, x, y, labels, weights,
-                                            batch, &value);
-    if (st == BP_STATUS_NOT_FINITE)
-        st = bp_not_finite(fn, net, "the batch", value,
-                           bp_first_bad_layer(net, batch));
-    if (loss != NULL)
-        *loss = value;
-    return st;
+bp_status bp_net_train_epoch_f64(bp_net *net, const bp_optimizer *opt,
+                                 const bp_schedule *sched, const double *x,
+                                 const double *y, const int32_t *labels,
+                                 const double *weights, int64_t n,
+                                 int64_t batch_size, int shuffle,
+                                 uint64_t seed, uint64_t epoch,
+                                 bp_batch_hook hook, void *user,
+                                 bp_epoch_report *report)
+{
+    return bp_train_epoch_opt("bp_net_train_epoch_f64", BP_DTYPE_F64, net,
+                              opt, sched, x, y, labels, weights, n,
+                              batch_size, shuffle, seed, epoch, hook, user,
+                              report);
+}
+
+bp_status bp_net_gradient_f64(bp_net *net, const double *x, const double *y,
+                              const int32_t *labels, const double *weights,
+                              int64_t batch, double *loss)
+{
+    return bp_gradient("bp_net_gradient_f64", BP_DTYPE_F64, net, x, y,
+                       labels, weights, batch, loss);
 }

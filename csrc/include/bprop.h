@@ -176,6 +176,16 @@ BP_API bp_status bp_sgemm(float *c, int64_t ldc, const float *a, int64_t lda,
                           bp_trans trans_b, float alpha, float beta, int64_t m,
                           int64_t n, int64_t k);
 
+/*
+ * bp_sgemm in double: a blocked, portable-C kernel with the same shapes
+ * and rules (row-major, beta == 0 does not read C, bitwise identical
+ * for any thread count). Float64 networks train with it.
+ */
+BP_API bp_status bp_dgemm(double *c, int64_t ldc, const double *a,
+                          int64_t lda, const double *b, int64_t ldb,
+                          bp_trans trans_a, bp_trans trans_b, double alpha,
+                          double beta, int64_t m, int64_t n, int64_t k);
+
 /* ---------------------------------------------------------------------
  * Kernels: activations
  * ------------------------------------------------------------------- */
@@ -680,6 +690,25 @@ typedef struct bp_net bp_net;
 typedef struct bp_workspace bp_workspace;
 
 /*
+ * The element type of a network's parameters, optimizer state and
+ * scratch, and of the data its calls take. A float64 network computes
+ * in double throughout; it takes the `_f64` calls (bp_net_params_f64,
+ * bp_net_gradient_f64, bp_net_train_epoch_f64, bp_net_predict_f64, ...)
+ * wherever a float32 network takes float arrays, and each kind of call
+ * fails with BP_STATUS_INVALID_ARGUMENT on the other kind of network.
+ * Calls without data (bp_net_init, bp_net_apply_update, bp_net_clone,
+ * model files) work on both. Optimizer and loss settings stay float
+ * fields, widened exactly to double.
+ */
+typedef enum bp_dtype {
+    BP_DTYPE_F32 = 0, /* float */
+    BP_DTYPE_F64 = 1  /* double */
+} bp_dtype;
+
+/* A static name for a dtype ("float32", "float64"), or NULL. */
+BP_API const char *bp_dtype_name(bp_dtype dtype);
+
+/*
  * Creates a network of dense layers. Parameters start at zero; call
  * bp_net_init. The loss is fused with the output activation: with
  * cross-entropy the last layer must be identity, softmax or log_softmax,
@@ -700,6 +729,20 @@ BP_API bp_status bp_net_create(bp_net **out, int64_t n_inputs,
 BP_API bp_status bp_net_create_ex(bp_net **out, int64_t n_inputs,
                                   const bp_layer_spec *layers, int n_layers,
                                   const bp_loss_config *loss);
+
+/*
+ * bp_net_create_ex with a dtype. The same seed gives a float64 network
+ * the weights of a float32 network, widened, and its dropout layers
+ * drop the same units.
+ */
+BP_API bp_status bp_net_create_dtype(bp_net **out, int64_t n_inputs,
+                                     const bp_layer_spec *layers,
+                                     int n_layers,
+                                     const bp_loss_config *loss,
+                                     bp_dtype dtype);
+
+/* The network's dtype (BP_DTYPE_F32 for NULL). */
+BP_API bp_dtype bp_net_dtype(const bp_net *net);
 
 /* Frees a network; NULL is ignored. */
 BP_API void bp_net_free(bp_net *net);
@@ -783,6 +826,20 @@ BP_API bp_status bp_net_optimizer_state(bp_net *net, int i, int create,
                                         float **slab);
 
 /*
+ * The slabs of a float64 network, laid out as above: parameters,
+ * gradients (read-only and writable), momentum and optimizer state
+ * slab `i`. The pointer getters give NULL for a float32 network (and
+ * the float getters above NULL for a float64 one); the state call fails
+ * on a float32 network.
+ */
+BP_API double *bp_net_params_f64(bp_net *net);
+BP_API const double *bp_net_grads_f64(const bp_net *net);
+BP_API double *bp_net_grads_mut_f64(bp_net *net);
+BP_API double *bp_net_velocity_f64(bp_net *net);
+BP_API bp_status bp_net_optimizer_state_f64(bp_net *net, int i, int create,
+                                            double **slab);
+
+/*
  * Updates made so far, by any of the training calls: the `step` that
  * schedules and Adam's bias correction see. bp_net_init resets it; a
  * caller restoring saved state may set it.
@@ -805,6 +862,9 @@ BP_API bp_status bp_net_layer_offsets(const bp_net *net, int i,
  * layers. bp_net_init sets them to 0 and 1; model files keep them.
  */
 BP_API float *bp_net_running_stats(bp_net *net, int i);
+
+/* The same of a float64 network, in double (NULL for a float32 one). */
+BP_API double *bp_net_running_stats_f64(bp_net *net, int i);
 
 /*
  * The seed of the network's dropout masks: bp_net_init's seed, or the
@@ -851,6 +911,10 @@ BP_API bp_status bp_net_gradient_weighted(bp_net *net, const float *x,
  */
 BP_API const float *bp_net_layer_output(const bp_net *net, int i,
                                         int64_t rows);
+
+/* bp_net_layer_output of a float64 network (NULL for a float32 one). */
+BP_API const double *bp_net_layer_output_f64(const bp_net *net, int i,
+                                             int64_t rows);
 
 /* bp_net_gradient, then one SGD step. */
 BP_API bp_status bp_net_train_batch(bp_net *net, const bp_sgd_config *sgd,
@@ -904,6 +968,10 @@ typedef struct bp_batch_info {
                                update (logits with a fused loss) */
     const float *y;         /* rows x O targets, or NULL with labels */
     const int32_t *labels;  /* rows class labels, or NULL with y */
+    /* A float64 network's outputs and targets; `outputs` and `y` above
+       are then NULL (and these are NULL for a float32 network). */
+    const double *outputs_f64;
+    const double *y_f64;
 } bp_batch_info;
 
 /*
@@ -986,7 +1054,24 @@ BP_API bp_status bp_net_train_epoch_weighted(
     bp_epoch_report *report);
 
 /*
- * Scratch for inference on up to `max_batch` rows at a time. A workspace
+ * The training calls of a float64 network: bp_net_gradient_weighted and
+ * bp_net_train_epoch_weighted on double data (weights NULL for all 1).
+ * The hook sees the batch in bp_batch_info's outputs_f64 and y_f64.
+ */
+BP_API bp_status bp_net_gradient_f64(bp_net *net, const double *x,
+                                     const double *y, const int32_t *labels,
+                                     const double *weights, int64_t batch,
+                                     double *loss);
+BP_API bp_status bp_net_train_epoch_f64(
+    bp_net *net, const bp_optimizer *opt, const bp_schedule *sched,
+    const double *x, const double *y, const int32_t *labels,
+    const double *weights, int64_t n, int64_t batch_size, int shuffle,
+    uint64_t seed, uint64_t epoch, bp_batch_hook hook, void *user,
+    bp_epoch_report *report);
+
+/*
+ * Scratch for inference on up to `max_batch` rows at a time, of the
+ * network's dtype: it serves networks of that dtype only. A workspace
  * belongs to one thread at a time; one network may serve many threads,
  * each with its own workspace.
  */
@@ -1029,6 +1114,19 @@ BP_API bp_status bp_net_evaluate_weighted(const bp_net *net,
                                           const int32_t *labels,
                                           const float *weights, int64_t n,
                                           double *loss);
+
+/*
+ * bp_net_predict and bp_net_evaluate_weighted of a float64 network, on
+ * double data.
+ */
+BP_API bp_status bp_net_predict_f64(const bp_net *net, bp_workspace *ws,
+                                    double *out, const double *x,
+                                    int64_t n);
+BP_API bp_status bp_net_evaluate_f64(const bp_net *net, bp_workspace *ws,
+                                     const double *x, const double *y,
+                                     const int32_t *labels,
+                                     const double *weights, int64_t n,
+                                     double *loss);
 
 /* ---------------------------------------------------------------------
  * Model files

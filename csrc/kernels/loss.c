@@ -52,14 +52,12 @@ static double bp_row_weight(const bp_loss_args *a, int64_t i)
     return a->weights != NULL ? (double)a->weights[i] : 1.0;
 }
 
-/* Returns row i's summed loss and writes its gradient if requested. */
-typedef double (*bp_loss_row_fn)(const bp_loss_args *a, int64_t i);
 
 /*
  * Writes the summed losses of rows [i0, i0 + n) to loss[0..n) and their
  * gradients if requested.
  */
-typedef void (*bp_loss_block_fn)(const bp_loss_args *a, int64_t i0,
+typedef void (*bp_loss_block_fn)(const void *ctx, int64_t i0,
                                  int64_t n, double *loss);
 
 /* Row i's start when `rows` rows are split into `chunks` near-equal parts. */
@@ -72,9 +70,10 @@ static int64_t bp_chunk_start(int64_t rows, int64_t chunks, int64_t i)
 
 /* One loss reduction, shared by its threads; one of the functions set. */
 typedef struct bp_reduce_args {
-    const bp_loss_args *loss;
+    const void *loss;
     bp_loss_row_fn row_fn;
     bp_loss_block_fn block_fn;
+    int64_t rows;
     int64_t chunks;
     double *partial;  /* chunks sums */
 } bp_reduce_args;
@@ -104,7 +103,7 @@ static double bp_reduce_rows(const bp_reduce_args *r, int64_t begin,
 static void bp_reduce_chunks(void *ctx, int64_t begin, int64_t end)
 {
     const bp_reduce_args *r = ctx;
-    int64_t rows = r->loss->rows;
+    int64_t rows = r->rows;
 
     /* NOTE: with one row per chunk, a chunk's sum is its row's loss
        (0 + x is x, up to the sign of a zero, which the total's own
@@ -119,22 +118,20 @@ static void bp_reduce_chunks(void *ctx, int64_t begin, int64_t end)
 }
 
 /*
- * The sum of row_fn (or block_fn, when not NULL) over all rows, in a
+ * The sum of row_fn (or block_fn, when not NULL) over `rows` rows, in a
  * fixed order (see the top).
  */
-static double bp_loss_reduce(const bp_loss_args *a, bp_loss_row_fn row_fn,
-                             bp_loss_block_fn block_fn,
-                             double cost_per_element)
+static double bp_reduce(const void *ctx, bp_loss_row_fn row_fn,
+                        bp_loss_block_fn block_fn, int64_t rows, double cost)
 {
     double partial[BP_LOSS_CHUNKS];
     bp_reduce_args args = {
-        .loss = a, .row_fn = row_fn, .block_fn = block_fn,
+        .loss = ctx, .row_fn = row_fn, .block_fn = block_fn, .rows = rows,
         .partial = partial,
-        .chunks = a->rows < BP_LOSS_CHUNKS ? a->rows : BP_LOSS_CHUNKS};
-    int threads = bp_threads_for((double)a->rows * a->cols *
-                                 cost_per_element);
+        .chunks = rows < BP_LOSS_CHUNKS ? rows : BP_LOSS_CHUNKS};
 
-    bp_parallel_for(threads, args.chunks, bp_reduce_chunks, &args);
+    bp_parallel_for(bp_threads_for(cost), args.chunks, bp_reduce_chunks,
+                    &args);
 
     double total = 0.0;
     for (int64_t c = 0; c < args.chunks; c++)
@@ -142,8 +139,24 @@ static double bp_loss_reduce(const bp_loss_args *a, bp_loss_row_fn row_fn,
     return total;
 }
 
-static double bp_mse_row(const bp_loss_args *a, int64_t i)
+double bp_loss_reduce_rows(const void *ctx, bp_loss_row_fn row_fn,
+                           int64_t rows, double cost)
 {
+    return bp_reduce(ctx, row_fn, NULL, rows, cost);
+}
+
+/* bp_reduce over a loss's rows, costing each element `cost_per_element`. */
+static double bp_loss_reduce(const bp_loss_args *a, bp_loss_row_fn row_fn,
+                             bp_loss_block_fn block_fn,
+                             double cost_per_element)
+{
+    return bp_reduce(a, row_fn, block_fn, a->rows,
+                     (double)a->rows * a->cols * cost_per_element);
+}
+
+static double bp_mse_row(const void *ctx, int64_t i)
+{
+    const bp_loss_args *a = ctx;
     const float *p = a->pred + i * a->cols;
     const float *t = a->target + i * a->cols;
     double w = bp_row_weight(a, i), scale = a->scale * w;
@@ -160,8 +173,9 @@ static double bp_mse_row(const bp_loss_args *a, int64_t i)
 }
 
 /* NOTE: the gradient of |d| at d == 0 is taken as 0. */
-static double bp_mae_row(const bp_loss_args *a, int64_t i)
+static double bp_mae_row(const void *ctx, int64_t i)
 {
+    const bp_loss_args *a = ctx;
     const float *p = a->pred + i * a->cols;
     const float *t = a->target + i * a->cols;
     double w = bp_row_weight(a, i), scale = a->scale * w;
@@ -178,8 +192,9 @@ static double bp_mae_row(const bp_loss_args *a, int64_t i)
     return sum * w;
 }
 
-static double bp_huber_row(const bp_loss_args *a, int64_t i)
+static double bp_huber_row(const void *ctx, int64_t i)
 {
+    const bp_loss_args *a = ctx;
     const float *p = a->pred + i * a->cols;
     const float *t = a->target + i * a->cols;
     double w = bp_row_weight(a, i), scale = a->scale * w;
@@ -199,8 +214,9 @@ static double bp_huber_row(const bp_loss_args *a, int64_t i)
 }
 
 /* e^z - t z for the log-rate z; its gradient is e^z - t. */
-static double bp_poisson_row(const bp_loss_args *a, int64_t i)
+static double bp_poisson_row(const void *ctx, int64_t i)
 {
+    const bp_loss_args *a = ctx;
     const float *z = a->pred + i * a->cols;
     const float *t = a->target + i * a->cols;
     double w = bp_row_weight(a, i), scale = a->scale * w;
@@ -217,9 +233,10 @@ static double bp_poisson_row(const bp_loss_args *a, int64_t i)
 }
 
 /* Cross-entropy of rows with labels: logsumexp(z) - z[label]. */
-static void bp_cross_entropy_block(const bp_loss_args *a, int64_t i0,
+static void bp_cross_entropy_block(const void *ctx, int64_t i0,
                                    int64_t n, double *loss)
 {
+    const bp_loss_args *a = ctx;
     int64_t at = i0 * a->cols;
 
     bp_kernels_get()->cross_entropy_rows(
@@ -241,8 +258,9 @@ static double bp_target_prob(const bp_loss_args *a, int64_t i, int64_t k)
  * the smoothed targets q and class weights c. Its gradient is
  * (sum_k c_k q_k) softmax(z) - c q.
  */
-static double bp_cross_entropy_soft_row(const bp_loss_args *a, int64_t i)
+static double bp_cross_entropy_soft_row(const void *ctx, int64_t i)
 {
+    const bp_loss_args *a = ctx;
     const float *z = a->pred + i * a->cols;
     const float *cw = a->cfg->class_weights;
     double w = bp_row_weight(a, i), scale = a->scale * w;
@@ -276,8 +294,9 @@ static double bp_cross_entropy_soft_row(const bp_loss_args *a, int64_t i)
     return loss * w;
 }
 
-static double bp_bce_row(const bp_loss_args *a, int64_t i)
+static double bp_bce_row(const void *ctx, int64_t i)
 {
+    const bp_loss_args *a = ctx;
     const float *z = a->pred + i * a->cols;
     const float *t = a->target + i * a->cols;
     double w = bp_row_weight(a, i), scale = a->scale * w;

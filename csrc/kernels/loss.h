@@ -21,6 +21,18 @@ bp_status bp_labels_check(const char *fn, const int32_t *labels,
 bp_status bp_loss_config_resolve(const char *fn, const bp_loss_config *cfg,
                                  int64_t classes, bp_loss_config *out);
 
+/* Returns row i's summed loss and writes its gradient if requested. */
+typedef double (*bp_loss_row_fn)(const void *ctx, int64_t i);
+
+/*
+ * The sum of row_fn(ctx, i) over `rows` rows: rows are grouped into
+ * chunks whose bounds depend on the row count only, chunks are summed
+ * in order, so the total does not depend on the thread count. `cost`
+ * is the whole reduction's flops, for choosing the threads.
+ */
+double bp_loss_reduce_rows(const void *ctx, bp_loss_row_fn row_fn,
+                           int64_t rows, double cost);
+
 /* Checks that every sample weight is finite and >= 0; NULL passes. */
 bp_status bp_weights_check(const char *fn, const float *weights, int64_t n);
 

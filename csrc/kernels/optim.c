@@ -667,7 +667,7 @@ static double bp_cosine_rate(const bp_schedule *s, double lr, uint64_t k)
     return floor_lr + (lr - floor_lr) * 0.5 * (1.0 + cos(bp_pi * p));
 }
 
-float bp_schedule_rate(const bp_schedule *s, float lr, uint64_t step)
+double bp_schedule_rate_f64(const bp_schedule *s, double lr, uint64_t step)
 {
     if (s == NULL)
         return lr;
@@ -695,7 +695,12 @@ float bp_schedule_rate(const bp_schedule *s, float lr, uint64_t step)
         rate = fmin(base, fmax(rate, (double)s->min_lr));
         break;
     }
-    return (float)rate;
+    return rate;
+}
+
+float bp_schedule_rate(const bp_schedule *s, float lr, uint64_t step)
+{
+    return (float)bp_schedule_rate_f64(s, lr, step);
 }
 
 bp_status bp_schedule_lr(const bp_schedule *sched, float lr, uint64_t step,

@@ -25,6 +25,10 @@ int bp_optimizer_uses_second(const bp_optimizer *opt);
 /* The rate of the update after `step` updates, trusted arguments. */
 float bp_schedule_rate(const bp_schedule *sched, float lr, uint64_t step);
 
+/* bp_schedule_rate in double, not rounded to float. */
+double bp_schedule_rate_f64(const bp_schedule *sched, double lr,
+                            uint64_t step);
+
 /* What one update needs besides the buffers, computed once per step. */
 typedef struct bp_update_scalars {
     float lr;           /* this update's learning rate */

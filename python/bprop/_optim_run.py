@@ -34,10 +34,10 @@ class OptimizerRun:
             opt.schedule._bind(steps_per_epoch, net.optimizer_step, steps_per_epoch * epochs)
         self.plateau = opt.schedule if isinstance(opt.schedule, ReduceLROnPlateau) else None
         n = net.n_params
-        self._saved = np.empty(n, np.float32)
+        self._saved = np.empty(n, net.dtype)
         self._has_second = False
         self._step = 0
-        self._scratch = np.empty(n, np.float32)
+        self._scratch = np.empty(n, net.dtype)
 
     def train_epoch(self, x: np.ndarray, y: np.ndarray | None, labels: np.ndarray | None,
                     batch: int, shuffle: bool, seed: int, epoch: int, **kwargs: Any) -> float:
@@ -60,7 +60,7 @@ class OptimizerRun:
         if self._has_second:
             net.set_state(1, self._saved)
         elif net.has_state(1):
-            net.set_state(1, np.zeros(net.n_params, np.float32))
+            net.set_state(1, np.zeros(net.n_params, net.dtype))
         net.optimizer_step = self._step
 
     def check_finite(self) -> None:

@@ -1,8 +1,9 @@
 """Input checks and conversions shared by the model, the kernels and the CLI.
 
 Every public entry point converts its arrays here, once: any numeric
-array-like becomes a C-contiguous float32 array (copied only when needed),
-and bad input raises ValueError naming the argument and the problem.
+array-like becomes a C-contiguous float32 array (float64 for float64
+models, through ``dtype=``), copied only when needed, and bad input raises
+ValueError naming the argument and the problem.
 """
 
 from __future__ import annotations
@@ -29,20 +30,33 @@ def _numeric(value: Any, name: str) -> np.ndarray:
     return array
 
 
-def _float32(array: np.ndarray) -> np.ndarray:
-    """`array` as C-contiguous float32. Values too large for float32 become
-    infinite without a warning; check_finite then names them."""
-    if array.dtype.kind == "f" and array.dtype.itemsize > 4:
+def _float32(array: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+    """`array` as C-contiguous `dtype` (float32 unless given). Values too
+    large for float32 become infinite without a warning; check_finite then
+    names them."""
+    dtype = np.dtype(dtype)
+    if array.dtype.kind == "f" and array.dtype.itemsize > dtype.itemsize:
         with np.errstate(over="ignore"):
-            return np.ascontiguousarray(array, dtype=np.float32)
-    return np.ascontiguousarray(array, dtype=np.float32)
+            return np.ascontiguousarray(array, dtype=dtype)
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def as_dtype(value: Any) -> np.dtype:
+    """A model's dtype: float32 or float64, given by name or as a NumPy dtype."""
+    try:
+        dtype = np.dtype(value) if value is not None else None
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.name not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {value!r}")
+    return dtype
 
 
 def check_finite(array: np.ndarray, name: str) -> None:
     """Raise ValueError if `array` holds NaN or infinity."""
     if array.dtype.kind != "f":
         return
-    if array.dtype == np.float32 and array.flags.c_contiguous:
+    if array.dtype in (np.float32, np.float64) and array.flags.c_contiguous:
         # The compiled scan costs a fraction of np.isfinite on small inputs.
         at = _core.first_nonfinite(array.reshape(-1))
         bad = None if at < 0 else np.unravel_index(at, array.shape)
@@ -54,17 +68,22 @@ def check_finite(array: np.ndarray, name: str) -> None:
         where = ", ".join(str(int(i)) for i in bad)
         raise ValueError(
             f"{name} contains NaN or infinity (first at index [{where}]); "
-            "remove or impute those values, or check that they fit in float32"
+            f"remove or impute those values, or check that they fit in {array.dtype}"
         )
 
 
 def as_matrix(
-    value: Any, name: str = "X", allow_empty: bool = False, finite: bool = True
+    value: Any,
+    name: str = "X",
+    allow_empty: bool = False,
+    finite: bool = True,
+    dtype: Any = np.float32,
 ) -> np.ndarray:
-    """A C-contiguous 2-D float32 array, of finite values if `finite`."""
+    """A C-contiguous 2-D array of `dtype` (float32 unless given), of
+    finite values if `finite`."""
     if (
         type(value) is np.ndarray
-        and value.dtype == np.float32
+        and value.dtype == dtype
         and value.ndim == 2
         and value.flags.c_contiguous
         and value.size
@@ -80,18 +99,19 @@ def as_matrix(
         raise ValueError(f"{name} must be 2-D, got shape {array.shape}{hint}")
     if not allow_empty and (array.shape[0] == 0 or array.shape[1] == 0):
         raise ValueError(f"{name} is empty: shape {array.shape}")
-    result = _float32(array)
+    result = _float32(array, dtype)
     if finite:
         check_finite(result, name)
     return result
 
 
-def as_vector(value: Any, name: str) -> np.ndarray:
-    """A C-contiguous 1-D float32 array of finite values."""
+def as_vector(value: Any, name: str, dtype: Any = np.float32) -> np.ndarray:
+    """A C-contiguous 1-D array of `dtype` (float32 unless given) of finite
+    values."""
     array = _numeric(value, name)
     if array.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
-    result = _float32(array)
+    result = _float32(array, dtype)
     check_finite(result, name)
     return result
 
@@ -120,10 +140,13 @@ def as_labels(value: Any, n_classes: int, name: str = "y") -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.int32)
 
 
-def as_probabilities(value: Any, n_classes: int, name: str = "y") -> np.ndarray:
-    """Class probabilities as a C-contiguous (n, n_classes) float32 array:
-    values >= 0, each row summing to 1 (within 1e-3)."""
-    array = as_targets(value, n_classes, name)
+def as_probabilities(
+    value: Any, n_classes: int, name: str = "y", dtype: Any = np.float32
+) -> np.ndarray:
+    """Class probabilities as a C-contiguous (n, n_classes) array of
+    `dtype` (float32 unless given): values >= 0, each row summing to 1
+    (within 1e-3)."""
+    array = as_targets(value, n_classes, name, dtype)
     if array.min() < 0:
         raise ValueError(
             f"{name} holds class probabilities, which must be >= 0; got {array.min():g}"
@@ -138,8 +161,11 @@ def as_probabilities(value: Any, n_classes: int, name: str = "y") -> np.ndarray:
     return array
 
 
-def as_targets(value: Any, n_outputs: int, name: str = "y") -> np.ndarray:
-    """Targets as a C-contiguous (n, n_outputs) float32 array.
+def as_targets(
+    value: Any, n_outputs: int, name: str = "y", dtype: Any = np.float32
+) -> np.ndarray:
+    """Targets as a C-contiguous (n, n_outputs) array of `dtype` (float32
+    unless given).
 
     A 1-D target is accepted for a single output and never broadcast
     against a 2-D prediction.
@@ -165,7 +191,7 @@ def as_targets(value: Any, n_outputs: int, name: str = "y") -> np.ndarray:
         )
     if array.shape[0] == 0:
         raise ValueError(f"{name} is empty")
-    result = _float32(array)
+    result = _float32(array, dtype)
     check_finite(result, name)
     return result
 

@@ -80,7 +80,7 @@ def layer_outputs(net: Any, x: np.ndarray, targets: np.ndarray) -> list[np.ndarr
         pass
     outputs = []
     for i, (units, *_rest) in enumerate(net.layers()):
-        out = np.empty((len(x), units), dtype=np.float32)
+        out = np.empty((len(x), units), dtype=net.dtype)
         net.layer_output(i, out)
         outputs.append(out)
     return outputs
@@ -105,7 +105,7 @@ def first_bad_parameters(net: Any) -> tuple[int, bool] | None:
     does too; None when every layer's are finite."""
     slabs = {}
     for name in ("params", "velocity", "grads"):
-        slabs[name] = np.empty(net.n_params, dtype=np.float32)
+        slabs[name] = np.empty(net.n_params, dtype=net.dtype)
         getattr(net, f"get_{name}")(slabs[name])
     for layer, (w_off, n_w, b_off, n_b) in enumerate(net.spans()):
         spans = [slice(w_off, w_off + n_w), slice(b_off, b_off + n_b)]
@@ -136,7 +136,7 @@ class LayerProbe:
         self.model = model
         net = model._net
         self.net = net.clone()
-        self.params = np.empty(net.n_params, dtype=np.float32)
+        self.params = np.empty(net.n_params, dtype=net.dtype)
         if len(x) > _SAMPLE_ROWS:
             rows = np.sort(np.random.default_rng(seed).choice(len(x), _SAMPLE_ROWS, False))
             x, targets = x[rows], targets[rows]
@@ -206,6 +206,8 @@ def summary(model: Any, print_fn: Callable[[str], Any] | None = print) -> str:
     text = [f"Sequential: inputs {inputs}, loss {loss}", rule, line(rows[0]), rule]
     text += [line(row) for row in rows[1:]]
     text += [rule, f"total parameters: {total if model.built else '?'}"]
+    if model.dtype != np.float32:
+        text.append(f"dtype: {model.dtype}")
     result = "\n".join(text)
     if print_fn is not None:
         print_fn(result)
@@ -222,7 +224,7 @@ def backprop_gradient(net: Any, x: np.ndarray, targets: np.ndarray) -> np.ndarra
     C core computes, as float64, laid out like the parameter slab."""
     y_arg, label_arg = _target_args(targets)
     net.gradient(x, y_arg, label_arg)
-    grads = np.empty(net.n_params, dtype=np.float32)
+    grads = np.empty(net.n_params, dtype=net.dtype)
     net.get_grads(grads)
     return grads.astype(np.float64)
 
@@ -231,7 +233,7 @@ def gradcheck(
     model: Any,
     X: Any,
     y: Any,
-    eps: float = 0.2,
+    eps: float | None = None,
     max_rows: int = 128,
     max_params: int = 128,
     seed: int = 0,
@@ -243,9 +245,11 @@ def gradcheck(
     them in small layers; otherwise a sample drawn from `seed`) are moved
     by steps of h, h/2 and h/4 with h = eps * max(1, |w|), and the mean
     loss over up to `max_rows` rows of (X, y) is evaluated by the C core
-    in float32. Richardson extrapolation of the three central differences
-    cancels their error terms up to O(h^6), so the steps can be large and
-    float32 rounding small next to the differences; h and h/2 are both
+    in the model's dtype; eps defaults to 0.2 for float32 models and 1e-3
+    for float64 ones, whose gradients then agree to about 1e-9.
+    Richardson extrapolation of the three central differences cancels
+    their error terms up to O(h^6), so the steps can be large and float32
+    rounding small next to the differences; h and h/2 are both
     tried and the estimate that is more self-consistent kept. Rows where
     a step moves a relu unit across its kink are left out of both sides
     of that parameter's comparison (its backpropagated gradient is then
@@ -265,6 +269,8 @@ def gradcheck(
         wrong gradient. With ``details=True`` each value is a dict with
         "error", "checked" and "skipped".
     """
+    if eps is None:
+        eps = 1e-3 if model.dtype == np.float64 else 0.2
     if not (isinstance(eps, (int, float)) and 0 < eps < 1):
         raise ValueError(f"eps must be a number in (0, 1), got {eps!r}")
     if not model.built:
@@ -315,7 +321,7 @@ class _GradientCheck:
         self.net, self.x, self.targets, self.eps = net, x, targets, eps
         self.loss_kink = _LOSS_KINKS.get(loss.name)
         self.loss = loss
-        self.params = np.empty(net.n_params, dtype=np.float32)
+        self.params = np.empty(net.n_params, dtype=net.dtype)
         net.get_params(self.params)
         self.analytic = backprop_gradient(net, x, targets)
         net.set_params(self.params)
@@ -338,7 +344,7 @@ class _GradientCheck:
         loss = self.net.gradient(x, y_arg, label_arg)
         sides = [np.zeros((len(x), 0), dtype=bool)]
         for i in self.kinked:
-            out = np.empty((len(x), self.layout[i][0]), dtype=np.float32)
+            out = np.empty((len(x), self.layout[i][0]), dtype=self.net.dtype)
             self.net.layer_output(i, out)
             if i == len(self.layout) - 1 and self.loss_kink is not None:
                 sides.append(self.loss_kink(out, targets, self.loss))
@@ -359,13 +365,13 @@ class _GradientCheck:
         crossed = np.zeros(len(x), dtype=bool)
         values = []
         for k in (1, 2, 4):
-            up, down = np.float32(w + step / k), np.float32(w - step / k)
+            up, down = self.params.dtype.type(w + step / k), self.params.dtype.type(w - step / k)
             self.trial[index] = up
             above, sides_up = self._evaluate(x, targets)
             self.trial[index] = down
             below, sides_down = self._evaluate(x, targets)
             crossed |= (sides_up != base).any(axis=1) | (sides_down != base).any(axis=1)
-            # Divided by the step float32 really took, computed in float64.
+            # Divided by the step the dtype really took, computed in float64.
             values.append((above - below) / (float(up) - float(down)))
         self.trial[index] = w
         return values, crossed

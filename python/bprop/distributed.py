@@ -760,7 +760,7 @@ def predict_dask(model: Any, X: Any, proba: bool = False, chunk_rows: int = 65_5
         raise ValueError(f"proba=True needs a classification loss; this model uses "
                          f"{model.loss.name!r}")
     if not isinstance(X, da.Array):
-        X = da.from_array(as_matrix(X, "X"), chunks=(chunk_rows, -1))
+        X = da.from_array(as_matrix(X, "X", dtype=model.dtype), chunks=(chunk_rows, -1))
     if X.ndim != 2 or X.shape[1] != model.n_inputs:
         raise ValueError(f"X must have shape (n, {model.n_inputs}), got {X.shape}")
     if X.numblocks[1] > 1:
@@ -769,8 +769,8 @@ def predict_dask(model: Any, X: Any, proba: bool = False, chunk_rows: int = 65_5
     predictor = _BlockPredictor(model, proba)
     units = model.n_outputs
     if proba:
-        return X.map_blocks(predictor, dtype=np.float32, chunks=(X.chunks[0], (units,)))
-    sample = predictor(np.zeros((1, model.n_inputs), np.float32))
+        return X.map_blocks(predictor, dtype=model.dtype, chunks=(X.chunks[0], (units,)))
+    sample = predictor(np.zeros((1, model.n_inputs), model.dtype))
     if sample.ndim == 1:
         return X.map_blocks(predictor, dtype=sample.dtype, drop_axis=1)
     return X.map_blocks(predictor, dtype=sample.dtype, chunks=(X.chunks[0], (units,)))

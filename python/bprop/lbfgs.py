@@ -63,8 +63,8 @@ class _Objective:
         self.net, self.x, self.y, self.labels = net, x, y, labels
         self.weight_decay = weight_decay
         self.mask = _weight_mask(net) if weight_decay > 0 else None
-        self.params = np.empty(net.n_params, np.float32)
-        self.grads = np.empty(net.n_params, np.float32)
+        self.params = np.empty(net.n_params, net.dtype)
+        self.grads = np.empty(net.n_params, net.dtype)
         self.last_x: np.ndarray | None = None
         self.last_f = np.inf
 
@@ -105,7 +105,7 @@ def fit(model: Any, x: np.ndarray, targets: np.ndarray, x_val: np.ndarray | None
     net = model._net
     y_arg, label_arg = model._target_args(targets)
     objective = _Objective(net, x, y_arg, label_arg, opt.weight_decay)
-    start = np.empty(net.n_params, np.float32)
+    start = np.empty(net.n_params, net.dtype)
     bar = tqdm(total=max_iter, disable=not verbose, unit="iter", desc="train (L-BFGS)")
 
     def record(theta: np.ndarray) -> None:
@@ -125,7 +125,7 @@ def fit(model: Any, x: np.ndarray, targets: np.ndarray, x_val: np.ndarray | None
                 options={"maxiter": max_iter, "maxfun": opt.max_fun, "maxcor": opt.history,
                          "gtol": opt.tol, "ftol": opt.ftol},
             )
-            best = result.x.astype(np.float32)
+            best = result.x.astype(net.dtype)
             if not np.isfinite(best).all() or not np.isfinite(result.fun):
                 net.set_params(start)
                 raise DivergenceError(

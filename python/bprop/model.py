@@ -14,6 +14,7 @@ from . import _core, _splits, initializers, lbfgs, losses, metrics, optimizers
 from ._optim_run import OptimizerRun
 from ._rwlock import ReadWriteLock
 from ._validation import (
+    as_dtype,
     as_labels,
     as_matrix,
     as_probabilities,
@@ -67,6 +68,11 @@ class Sequential:
         others), "he" (uniform), "he_normal", "glorot" (uniform),
         "glorot_normal", "lecun_uniform" or "lecun_normal". The same seed
         gives the same weights on every platform.
+    dtype : "float32" or "float64"
+        The type the network computes in and keeps its parameters and
+        optimizer state in; inputs are converted to it. A float64 model
+        starts from the weights of a float32 model with the same seed,
+        widened, and its Dropout layers drop the same units.
 
     Examples
     --------
@@ -81,10 +87,12 @@ class Sequential:
         n_inputs: int | None = None,
         seed: int | None = None,
         init: initializers.InitializerLike = "auto",
+        dtype: Any = "float32",
     ) -> None:
         layers = list(layers)
         if not layers:
             raise ValueError("a Sequential model needs at least one layer")
+        dtype = as_dtype(dtype)
         for i, layer in enumerate(layers):
             if not isinstance(layer, (Dense, Dropout, BatchNorm, LayerNorm)):
                 raise ValueError(
@@ -101,6 +109,8 @@ class Sequential:
         init = initializers.get(init).name
         if seed is not None:
             check_positive_int(seed, "seed", allow_zero=True)
+        #: The dtype of the parameters, optimizer state and computations.
+        self.dtype = dtype
         self.layers = layers
         self.init = init
         self.seed = seed
@@ -154,15 +164,16 @@ class Sequential:
             loss_options=loss_obj.options(layer_widths(self.layers, n_inputs)[-1]),
             kinds=[layer.kind_code for layer in self.layers],
             layer_options=[layer.options() for layer in self.layers],
+            dtype=self.dtype.name,
         )
         with self._params_lock.write():
             if self._net is not None and self._net.n_inputs == n_inputs:
-                params = np.empty(self._net.n_params, dtype=np.float32)
+                params = np.empty(self._net.n_params, dtype=self.dtype)
                 self._net.get_params(params)
                 net.set_params(params)
                 net.seed = self._net.seed
                 for i, units in enumerate(layer_widths(self.layers, n_inputs)):
-                    stats = np.empty(2 * units, dtype=np.float32)
+                    stats = np.empty(2 * units, dtype=self.dtype)
                     if self._net.get_running(i, stats):
                         net.set_running(i, stats)
             else:
@@ -221,7 +232,7 @@ class Sequential:
         ``center=False``), then for BatchNorm its running mean and
         running variance; nothing for Dropout."""
         net = self._require_built()
-        flat = np.empty(net.n_params, dtype=np.float32)
+        flat = np.empty(net.n_params, dtype=self.dtype)
         with self._params_lock.read():
             net.get_params(flat)
             result = []
@@ -237,7 +248,7 @@ class Sequential:
                 if layer.use_bias:
                     result.append(flat[b_off : b_off + units].copy())
                 if layer.kind == "batch_norm":
-                    stats = np.empty(2 * units, dtype=np.float32)
+                    stats = np.empty(2 * units, dtype=self.dtype)
                     net.get_running(i, stats)
                     result.extend([stats[:units].copy(), stats[units:].copy()])
                 n_in = units
@@ -251,7 +262,7 @@ class Sequential:
             raise ValueError(f"expected {len(current)} arrays, got {len(weights)}")
         converted = []
         for i, (new, old) in enumerate(zip(weights, current)):
-            array = np.asarray(new, dtype=np.float32)
+            array = np.asarray(new, dtype=self.dtype)
             if array.shape != old.shape:
                 raise ValueError(f"array {i} has shape {array.shape}, expected {old.shape}")
             if not np.isfinite(array).all():
@@ -271,7 +282,7 @@ class Sequential:
                 flat.append(converted[at])
                 at += 1
             else:
-                flat.append(np.zeros(units, np.float32))
+                flat.append(np.zeros(units, self.dtype))
             if layer.kind == "batch_norm":
                 mean, var = converted[at], converted[at + 1]
                 if (var < 0).any():
@@ -280,7 +291,7 @@ class Sequential:
                 at += 2
         with self._params_lock.write():
             if flat:
-                net.set_params(np.ascontiguousarray(np.concatenate(flat)))
+                net.set_params(np.ascontiguousarray(np.concatenate(flat), self.dtype))
             for i, stats in running.items():
                 net.set_running(i, stats)
 
@@ -289,7 +300,7 @@ class Sequential:
     # ------------------------------------------------------------------
 
     def _check_x(self, X: Any, name: str = "X") -> np.ndarray:
-        x = as_matrix(X, name)
+        x = as_matrix(X, name, dtype=self.dtype)
         if self._net is not None and x.shape[1] != self._net.n_inputs:
             raise ValueError(
                 f"{name} has {x.shape[1]} features but the model takes {self._net.n_inputs}"
@@ -301,7 +312,9 @@ class Sequential:
                     f"{name} has {x.shape[1]} features but input_scaling has {len(mean)}"
                 )
             # In float64, as a C program applies a saved scaling.
-            x = as_matrix((np.asarray(X, dtype=np.float64) - mean) / scale, name)
+            x = as_matrix(
+                (np.asarray(X, dtype=np.float64) - mean) / scale, name, dtype=self.dtype
+            )
         return x
 
     # ------------------------------------------------------------------
@@ -385,9 +398,9 @@ class Sequential:
             if self.n_outputs < 2:
                 raise ValueError("cross_entropy needs an output layer with at least 2 units")
             if np.ndim(y) == 2 and np.shape(y)[1] > 1:
-                return as_probabilities(y, self.n_outputs, name)
+                return as_probabilities(y, self.n_outputs, name, self.dtype)
             return as_labels(y, self.n_outputs, name)
-        targets = as_targets(y, self.n_outputs, name)
+        targets = as_targets(y, self.n_outputs, name, self.dtype)
         if isinstance(loss, losses.BinaryCrossEntropy):
             if targets.min() < 0 or targets.max() > 1:
                 raise ValueError(
@@ -400,12 +413,11 @@ class Sequential:
             )
         return targets
 
-    @staticmethod
-    def _check_weights(sample_weight: Any, rows: int) -> np.ndarray | None:
-        """Per-row weights as float32, finite and >= 0, or None."""
+    def _check_weights(self, sample_weight: Any, rows: int) -> np.ndarray | None:
+        """Per-row weights of the model's dtype, finite and >= 0, or None."""
         if sample_weight is None:
             return None
-        weights = as_vector(sample_weight, "sample_weight")
+        weights = as_vector(sample_weight, "sample_weight", self.dtype)
         if len(weights) != rows:
             raise ValueError(
                 f"sample_weight has {len(weights)} values but X has {rows} rows"
@@ -601,6 +613,11 @@ class Sequential:
             elif loss_obj != self.loss:
                 self.build(x.shape[1], loss_obj)
             self.optimizer = opt
+            if plan is not None and self.dtype != np.float32:
+                raise ValueError(
+                    "distributed training supports float32 models only; build the model "
+                    "with dtype='float32'"
+                )
             if weights is not None and (plan is not None or isinstance(opt, optimizers.LBFGS)):
                 raise ValueError(
                     "sample_weight is not available with distributed training or L-BFGS"
@@ -642,9 +659,9 @@ class Sequential:
         batch = len(x) if batch_size is None else min(batch_size, len(x))
         n_batches = (len(x) + batch - 1) // batch
         shuffle_seed = self.seed if seed is None else seed
-        snapshot = np.empty(net.n_params, dtype=np.float32)
-        velocity = np.empty(net.n_params, dtype=np.float32)
-        after = np.empty(net.n_params, dtype=np.float32)
+        snapshot = np.empty(net.n_params, dtype=self.dtype)
+        velocity = np.empty(net.n_params, dtype=self.dtype)
+        after = np.empty(net.n_params, dtype=self.dtype)
         run = OptimizerRun(net, opt, n_batches, epochs)
 
         metric = self._metric_name()
@@ -888,7 +905,7 @@ class Sequential:
         return ws
 
     def _outputs(self, x: np.ndarray) -> np.ndarray:
-        out = np.empty((len(x), self.n_outputs), dtype=np.float32)
+        out = np.empty((len(x), self.n_outputs), dtype=self.dtype)
         try:
             with self._params_lock.read():
                 ws = self._workspace()
@@ -942,7 +959,7 @@ class Sequential:
         weights: np.ndarray | None = None,
     ) -> dict:
         y_arg, label_arg = self._target_args(targets)
-        out = np.empty((len(x), self.n_outputs), dtype=np.float32)
+        out = np.empty((len(x), self.n_outputs), dtype=self.dtype)
         with self._params_lock.read():
             ws = self._workspace()
             loss = ws.net.evaluate(ws, x, y_arg, label_arg, weights)
@@ -1007,9 +1024,10 @@ class Sequential:
         """Export the model for inference to an ONNX file.
 
         Needs the ``onnx`` package (``pip install bprop[onnx]``). The
-        graph takes float32 rows and returns what ``predict_proba`` (or,
-        for regression, ``predict``) returns, shaped (n, units), except
-        after a log_softmax output layer: then the log-probabilities.
+        graph takes rows of the model's dtype (float32 or float64) and
+        returns what ``predict_proba`` (or, for regression, ``predict``)
+        returns, shaped (n, units), except after a log_softmax output
+        layer: then the log-probabilities.
         gelu needs opset 20, which the graph then declares.
         """
         from .onnx_export import export
@@ -1023,6 +1041,7 @@ class Sequential:
             "layers": [layer.config() for layer in self.layers],
             "seed": self.seed,
             "init": self.init,
+            "dtype": self.dtype.name,
             "class_labels": self._class_labels,
             "input_scaling": self._input_scaling,
             "metadata": self.metadata,
@@ -1038,11 +1057,14 @@ class Sequential:
             layer_from_config(layer) if isinstance(layer, dict) else Dense(*layer)
             for layer in state["layers"]
         ]
-        self.__init__(layers, seed=state["seed"], init=state["init"])
+        self.__init__(
+            layers, seed=state["seed"], init=state["init"], dtype=state.get("dtype", "float32")
+        )
         self._class_labels = state["class_labels"]
         self._input_scaling = state["input_scaling"]
         self.metadata = dict(state["metadata"])
 
     def __repr__(self) -> str:
         inputs = self._net.n_inputs if self._net is not None else None
-        return f"Sequential({self.layers!r}, n_inputs={inputs})"
+        dtype = ", dtype='float64'" if self.dtype == np.float64 else ""
+        return f"Sequential({self.layers!r}, n_inputs={inputs}{dtype})"

@@ -68,7 +68,7 @@ def _model(net: Any, state: dict[str, Any]) -> Sequential:
     ]
     seed, init, stream = state.get("rng", (_random_seed(), 0, None))
     epochs, steps = state.get("progress", (0, 0))
-    model = Sequential(layers, seed=seed, init=INITS[init])
+    model = Sequential(layers, seed=seed, init=INITS[init], dtype=net.dtype)
     model._net = net
     model.loss = losses.from_options(net.loss_options())
     # The shuffle stream decides the next epoch's order; a file without

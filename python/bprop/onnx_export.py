@@ -15,7 +15,9 @@ Design decisions:
   output is the log of the rate. The output is what bprop's C predict
   returns, shaped (batch, units).
 - A model with ``input_scaling`` starts with (x - mean) / scale in
-  double, as bprop computes it, then casts to float.
+  double, as bprop computes it, then casts to the model's dtype.
+- A float64 model's graph takes and returns doubles, with double
+  weights; a float32 model's, floats.
 - Opset 13 and IR version 7, the oldest pair with Softmax over one axis,
   which most runtimes read; opset 17 and IR version 8 with layer norm,
   whose operator appeared in opset 17; opset 20 and IR version 9 when a
@@ -151,6 +153,7 @@ def build(model: Sequential) -> Any:
                 f"operator; exportable activations: {', '.join(ONNX_ACTIVATIONS)}"
             )
 
+    elem = onnx.TensorProto.DOUBLE if model.dtype.itemsize == 8 else onnx.TensorProto.FLOAT
     nodes, inits = [], []
     x = "input"
     if model.input_scaling is not None:
@@ -163,7 +166,7 @@ def build(model: Sequential) -> Any:
             helper.make_node("Cast", [x], ["input_f64"], to=onnx.TensorProto.DOUBLE),
             helper.make_node("Sub", ["input_f64", "scaling_mean"], ["centred"]),
             helper.make_node("Div", ["centred", "scaling_scale"], ["scaled_f64"]),
-            helper.make_node("Cast", ["scaled_f64"], ["scaled"], to=onnx.TensorProto.FLOAT),
+            helper.make_node("Cast", ["scaled_f64"], ["scaled"], to=elem),
         ]
         x = "scaled"
 
@@ -198,12 +201,8 @@ def build(model: Sequential) -> Any:
     graph = helper.make_graph(
         nodes,
         "bprop_sequential",
-        [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["batch", model.n_inputs])],
-        [
-            helper.make_tensor_value_info(
-                "output", onnx.TensorProto.FLOAT, ["batch", model.n_outputs]
-            )
-        ],
+        [helper.make_tensor_value_info("input", elem, ["batch", model.n_inputs])],
+        [helper.make_tensor_value_info("output", elem, ["batch", model.n_outputs])],
         initializer=inits,
     )
     proto = helper.make_model(

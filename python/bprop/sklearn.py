@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from . import losses, optimizers, schedules
+from ._validation import as_dtype
 from .callbacks import Callback
 from .layers import Dense
 from .model import Sequential
@@ -161,7 +162,7 @@ def _check_X(est: Any, X: Any, reset: bool) -> np.ndarray:
             )
     if hasattr(x, "toarray"):
         x = x.toarray()
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return np.ascontiguousarray(x, dtype=as_dtype(est.dtype))
 
 
 def _check_weights(weights: np.ndarray | None) -> np.ndarray | None:
@@ -212,6 +213,7 @@ class _BaseMLP(BaseEstimator):
         early_stopping: bool = False, validation_fraction: float = 0.1, beta_1: float = 0.9,
         beta_2: float = 0.999, epsilon: float = 1e-8, n_iter_no_change: int = 10,
         max_fun: int = 15000, class_weight: Any = None, n_threads: Any = None,
+        dtype: Any = "float32",
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -238,6 +240,7 @@ class _BaseMLP(BaseEstimator):
         self.max_fun = max_fun
         self.class_weight = class_weight
         self.n_threads = n_threads
+        self.dtype = dtype
 
     # ------------------------------------------------------------------
     # Parameters
@@ -262,6 +265,7 @@ class _BaseMLP(BaseEstimator):
         return [_ACTIVATIONS.get(name, name) for name in names]
 
     def _check_params(self) -> None:
+        as_dtype(self.dtype)
         if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
             raise ValueError(f"max_iter must be an int >= 1, got {self.max_iter!r}")
         if not (isinstance(self.n_iter_no_change, (int, np.integer))
@@ -347,7 +351,9 @@ class _BaseMLP(BaseEstimator):
         names = self._hidden_activations(len(hidden))
         layers = [Dense(units, activation=name) for units, name in zip(hidden, names)]
         layers.append(Dense(n_outputs, activation=out))
-        return Sequential(layers, n_inputs=n_inputs, seed=seed, init="glorot")
+        return Sequential(
+            layers, n_inputs=n_inputs, seed=seed, init="glorot", dtype=as_dtype(self.dtype)
+        )
 
     def _penalty(self, rows: int) -> float:
         """scikit-learn's L2 term of the loss, ``alpha / 2 * ||W||^2 / rows``."""
@@ -360,7 +366,7 @@ class _BaseMLP(BaseEstimator):
         self._check_params()
         if weights is not None:
             # A weighted mean of the rows' losses, as in scikit-learn.
-            weights = (weights * (len(weights) / weights.sum())).astype(np.float32)
+            weights = (weights * (len(weights) / weights.sum())).astype(as_dtype(self.dtype))
         fresh = not (incremental or self.warm_start) or not hasattr(self, "model_")
         if fresh:
             self._seed_ = _seed(self.random_state)
@@ -496,7 +502,7 @@ class _BaseMLP(BaseEstimator):
 
     def _outputs(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
-        x = _check_X(self, X, reset=False)
+        x = np.ascontiguousarray(_check_X(self, X, reset=False), self.model_.dtype)
         with _Threads(self.n_threads):
             return self.model_._outputs(x).astype(np.float64)
 
@@ -562,6 +568,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Multiplies each row's weight by its class's.
     n_threads : int or None
         Kernel threads during fit and predict (None: bprop's setting).
+    dtype : "float32" or "float64"
+        The dtype of the network (see ``bprop.Sequential``); X is
+        converted to it.
 
     Fitted attributes are scikit-learn's, plus ``model_`` (the
     ``bprop.Sequential``) and ``validation_loss_curve_`` (with
@@ -723,7 +732,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         nesterovs_momentum: bool = True, early_stopping: bool = False,
         validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
         epsilon: float = 1e-8, n_iter_no_change: int = 10, max_fun: int = 15000,
-        n_threads: Any = None,
+        n_threads: Any = None, dtype: Any = "float32",
     ) -> None:
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha,
@@ -733,7 +742,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-            max_fun=max_fun, n_threads=n_threads,
+            max_fun=max_fun, n_threads=n_threads, dtype=dtype,
         )
         del self.class_weight
         self.loss = loss
@@ -774,7 +783,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                     f"sample_weight has {len(weights)} values but X has {len(x)} rows"
                 )
             _check_weights(weights)
-        targets = y.reshape(len(x), -1).astype(np.float32)
+        targets = y.reshape(len(x), -1).astype(x.dtype)
         self._fit(x, targets, weights, incremental, None)
         return self
 
