@@ -117,6 +117,8 @@ class Sequential:
         self.loss: Loss | None = None
         self.optimizer: OptimizerLike | None = None
         self._net: Any = None
+        #: The features of the data fit is checking before it builds.
+        self._fit_inputs: int | None = None
         self._epochs_done = 0
         self._steps_done = 0
         self._class_labels: np.ndarray | None = None
@@ -211,6 +213,9 @@ class Sequential:
         for layer in reversed(self.layers):
             if layer.units is not None:
                 return layer.units
+        # Only layers that keep their input's width: as wide as the input.
+        if self._net is None and self._fit_inputs is not None:
+            return self._fit_inputs
         return self.n_inputs
 
     @property
@@ -569,6 +574,7 @@ class Sequential:
             )
 
         x = self._check_x(X)
+        self._fit_inputs = x.shape[1]
         targets = self._check_y(y, loss_obj)
         check_same_length(x, targets)
         weights = self._check_weights(sample_weight, len(x))
