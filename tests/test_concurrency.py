@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import sys
 import threading
+import time
 from queue import Empty
 
 import bprop
@@ -101,10 +102,20 @@ def test_predict_while_another_thread_trains_sees_whole_epochs(digits):
     done = threading.Event()
     seen: list[np.ndarray] = []
 
+    class AwaitPrediction(bprop.Callback):
+        """Holds fit after its first epoch until a prediction was made, so
+        that one surely lands mid-training however fast the epochs are."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                count, deadline = len(seen), time.monotonic() + 10.0
+                while len(seen) == count and time.monotonic() < deadline:
+                    time.sleep(0.001)
+
     def work(i):
         if i == 0:
             try:
-                model.fit(X, y, epochs=EPOCHS, **TRAIN)
+                model.fit(X, y, epochs=EPOCHS, callbacks=[AwaitPrediction()], **TRAIN)
             finally:
                 done.set()
             return
