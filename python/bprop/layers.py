@@ -240,7 +240,43 @@ class Dropout(_WidthKeeping):
         return f"Dropout({self.rate!r})"
 
 
-class BatchNorm(_WidthKeeping):
+class _Normalization(_WidthKeeping):
+    """What BatchNorm and LayerNorm share: eps, gamma and beta (unless
+    ``center=False``), and an activation after them."""
+
+    momentum = 0.0
+
+    def __init__(self, eps: float, activation: ActivationLike, center: bool) -> None:
+        self.eps = _check_eps(eps)
+        self.activation_fn = activations.get(activation)
+        if not isinstance(center, bool):
+            raise ValueError(f"center must be True or False, got {center!r}")
+        self.use_bias = center
+
+    def options(self) -> tuple[float, float, float]:
+        return (0.0, self.eps, self.momentum)
+
+    def config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"kind": self.kind}
+        if self.kind == "batch_norm":
+            config["momentum"] = self.momentum
+        return {
+            **config,
+            "eps": self.eps,
+            "activation": self.activation,
+            "param": self.activation_param,
+            "center": self.use_bias,
+        }
+
+    def __repr__(self) -> str:
+        args = f"momentum={self.momentum!r}, " if self.kind == "batch_norm" else ""
+        args += f"eps={self.eps!r}"
+        args += "" if self.activation == "identity" else f", activation={self.activation!r}"
+        args += "" if self.use_bias else ", center=False"
+        return f"{type(self).__name__}({args})"
+
+
+class BatchNorm(_Normalization):
     """Batch normalisation: ``activation(gamma * (x - mean) /
     sqrt(var + eps) + beta)`` per feature.
 
@@ -271,32 +307,10 @@ class BatchNorm(_WidthKeeping):
         center: bool = True,
     ) -> None:
         self.momentum = _check_fraction(momentum, "momentum", low_open=True)
-        self.eps = _check_eps(eps)
-        self.activation_fn = activations.get(activation)
-        if not isinstance(center, bool):
-            raise ValueError(f"center must be True or False, got {center!r}")
-        self.use_bias = center
-
-    def options(self) -> tuple[float, float, float]:
-        return (0.0, self.eps, self.momentum)
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "momentum": self.momentum,
-            "eps": self.eps,
-            "activation": self.activation,
-            "param": self.activation_param,
-            "center": self.use_bias,
-        }
-
-    def __repr__(self) -> str:
-        extra = "" if self.activation == "identity" else f", activation={self.activation!r}"
-        extra += "" if self.use_bias else ", center=False"
-        return f"BatchNorm(momentum={self.momentum!r}, eps={self.eps!r}{extra})"
+        super().__init__(eps, activation, center)
 
 
-class LayerNorm(_WidthKeeping):
+class LayerNorm(_Normalization):
     """Layer normalisation: each row normalised over its features,
     ``activation(gamma * (x - mean) / sqrt(var + eps) + beta)``, the same
     in training and at inference.
@@ -316,28 +330,7 @@ class LayerNorm(_WidthKeeping):
     def __init__(
         self, eps: float = 1e-5, activation: ActivationLike = "identity", center: bool = True
     ) -> None:
-        self.eps = _check_eps(eps)
-        self.activation_fn = activations.get(activation)
-        if not isinstance(center, bool):
-            raise ValueError(f"center must be True or False, got {center!r}")
-        self.use_bias = center
-
-    def options(self) -> tuple[float, float, float]:
-        return (0.0, self.eps, 0.0)
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "eps": self.eps,
-            "activation": self.activation,
-            "param": self.activation_param,
-            "center": self.use_bias,
-        }
-
-    def __repr__(self) -> str:
-        extra = "" if self.activation == "identity" else f", activation={self.activation!r}"
-        extra += "" if self.use_bias else ", center=False"
-        return f"LayerNorm(eps={self.eps!r}{extra})"
+        super().__init__(eps, activation, center)
 
 
 #: Any layer Sequential takes.
