@@ -103,8 +103,8 @@ static inline size_t bp_net_elem_size(const bp_net *net)
 }
 
 /*
- * The float64 twins of the training and inference paths (train_f64.c,
- * predict_f64.c), with arguments checked by their callers.
+ * The float64 twin of the training pass (train_f64.c), with arguments
+ * checked by its callers.
  *   x  B x I   y  B x O or labels  B   weights  B or NULL  (IN)
  */
 bp_status bp_net_backprop_f64(bp_net *net, const double *x, const double *y,
