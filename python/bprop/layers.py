@@ -36,7 +36,33 @@ ACTIVATIONS = _core.ACTIVATIONS
 KINDS = ("dense", "dropout", "batch_norm", "layer_norm")
 
 
-class Dense:
+class _Layer:
+    """What every layer has: a kind and an activation, as names and as
+    the C library's codes."""
+
+    kind = ""
+    activation_fn: Activation
+
+    @property
+    def activation(self) -> str:
+        """The activation's name."""
+        return self.activation_fn.name
+
+    @property
+    def activation_code(self) -> int:
+        return self.activation_fn.code
+
+    @property
+    def activation_param(self) -> float:
+        """The activation's parameter as the C library takes it (0: none)."""
+        return self.activation_fn.param
+
+    @property
+    def kind_code(self) -> int:
+        return KINDS.index(self.kind)
+
+
+class Dense(_Layer):
     """A fully connected layer: ``y = activation(x @ W + b)``.
 
     Parameters
@@ -90,24 +116,6 @@ class Dense:
         self.bias_init = initializers.bias_value(bias_init)
         if self.bias_init != 0.0 and not use_bias:
             raise ValueError("bias_init needs use_bias=True")
-
-    @property
-    def activation(self) -> str:
-        """The activation's name."""
-        return self.activation_fn.name
-
-    @property
-    def activation_code(self) -> int:
-        return self.activation_fn.code
-
-    @property
-    def activation_param(self) -> float:
-        """The activation's parameter as the C library takes it (0: none)."""
-        return self.activation_fn.param
-
-    @property
-    def kind_code(self) -> int:
-        return KINDS.index(self.kind)
 
     def options(self) -> tuple[float, float, float]:
         """(rate, eps, momentum) as the C library takes them; 0: unused."""
@@ -169,7 +177,7 @@ def _check_eps(eps: Any) -> float:
     return float(eps)
 
 
-class _WidthKeeping:
+class _WidthKeeping(_Layer):
     """What the layers that keep their input's width share."""
 
     kind = ""
@@ -179,22 +187,6 @@ class _WidthKeeping:
     kernel_init: Initializer | None = None
     bias_init = 0.0
     activation_fn: Activation = activations.Identity()
-
-    @property
-    def activation(self) -> str:
-        return self.activation_fn.name
-
-    @property
-    def activation_code(self) -> int:
-        return self.activation_fn.code
-
-    @property
-    def activation_param(self) -> float:
-        return self.activation_fn.param
-
-    @property
-    def kind_code(self) -> int:
-        return KINDS.index(self.kind)
 
     def options(self) -> tuple[float, float, float]:
         raise NotImplementedError
